@@ -1,0 +1,102 @@
+"""Strategies: which parameters train, which lr each named group gets, BatchNorm modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tlengine.config import StrategyConfig, TrainConfig
+from tlengine.model import Backbone, TransferModel
+from tlengine.strategies import FeatureExtraction, FineTune, Scratch
+from tlengine.training.optim import LRSchedule, build_optimizer
+
+
+def make_model() -> TransferModel:
+    blocks = [nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()) for _ in range(3)]
+    blocks[1][0] = nn.Conv2d(4, 4, 3, padding=1)
+    blocks[2][0] = nn.Conv2d(4, 4, 3, padding=1)
+    body = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    backbone = Backbone(body, 4, [(f"b{i}", b) for i, b in enumerate(blocks)], {"input_size": 8}, "test")
+    return TransferModel(backbone, nn.Linear(4, 2))
+
+
+def trainable(model: TransferModel) -> list[str]:
+    return [n for n, (_, b) in zip(model.block_names, model.blocks) if all(p.requires_grad for p in b.parameters())]
+
+
+def test_feature_extraction_freezes_backbone_and_keeps_bn_stats():
+    model = make_model()
+    s = FeatureExtraction(StrategyConfig(name="feature-extraction"))
+    s.apply(model, 1)
+    s.train_mode(model)
+    assert trainable(model) == [] and all(p.requires_grad for p in model.head.parameters())
+    assert model.backbone_frozen
+    bn = model.blocks[0][1][1]
+    before = bn.running_mean.clone()
+    out = model(torch.randn(4, 3, 8, 8) * 5 + 3)
+    assert not bn.training and torch.equal(bn.running_mean, before)
+    assert out.requires_grad  # the head still gets gradients
+    out.sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_fine_tune_top_k_and_discriminative_lr():
+    model = make_model()
+    s = FineTune(StrategyConfig(name="fine-tune", unfreeze=2, backbone_lr_mult=0.1))
+    groups = s.param_groups(model, lr=0.01)
+    assert [g["name"] for g in groups] == ["head", "backbone.b0", "backbone.b1", "backbone.b2"]
+    assert groups[0]["lr"] == pytest.approx(0.01)
+    assert all(g["lr"] == pytest.approx(0.001) for g in groups[1:])
+    s.apply(model, 1)
+    s.train_mode(model)
+    assert trainable(model) == ["b1", "b2"]
+    assert not model.blocks[0][1].training  # frozen block's BN keeps its statistics
+    assert model.blocks[2][1].training
+
+
+def test_update_frozen_bn_option():
+    model = make_model()
+    s = FineTune(StrategyConfig(name="fine-tune", unfreeze=1, update_frozen_bn=True))
+    s.apply(model, 1)
+    s.train_mode(model)
+    assert model.blocks[0][1][1].training
+
+
+def test_gradual_unfreezing_schedule():
+    model = make_model()
+    s = FineTune(StrategyConfig(name="fine-tune", gradual_unfreezing={"start_epoch": 1, "every_epochs": 2}))
+    plan = {}
+    for epoch in range(1, 9):
+        s.apply(model, epoch)
+        plan[epoch] = trainable(model)
+    assert plan[1] == []
+    assert plan[2] == ["b2"] and plan[3] == ["b2"]
+    assert plan[4] == ["b1", "b2"]
+    assert plan[6] == ["b0", "b1", "b2"] and plan[8] == ["b0", "b1", "b2"]
+
+
+def test_scratch_trains_everything_at_full_lr():
+    model = make_model()
+    s = Scratch(StrategyConfig(name="scratch"))
+    assert not s.uses_pretrained
+    groups = s.param_groups(model, lr=0.02)
+    assert all(g["lr"] == pytest.approx(0.02) for g in groups)
+    s.apply(model, 1)
+    assert trainable(model) == ["b0", "b1", "b2"]
+
+
+def test_schedule_warmup_then_cosine_and_state_roundtrip():
+    model = make_model()
+    s = FineTune(StrategyConfig(name="fine-tune", backbone_lr_mult=0.5))
+    opt = build_optimizer(s.param_groups(model, 1.0), TrainConfig(lr=1.0))
+    sched = LRSchedule(opt, kind="cosine", total_steps=10, warmup_steps=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    assert lrs[0] < lrs[1] < lrs[2] and lrs[-1] < lrs[3]
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.5 * opt.param_groups[0]["lr"])
+    other = LRSchedule(opt, kind="cosine", total_steps=10, warmup_steps=2)
+    other.load_state_dict(sched.state_dict())
+    assert other.step_count == 10
