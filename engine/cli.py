@@ -1,0 +1,184 @@
+"""The ``tlengine`` command line. Each command is a thin shell over the engine.
+
+User errors (``TLEngineError``) print one sentence and exit non-zero; tracebacks are
+shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import TLEngineError
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(message if message.startswith("config error") else f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into one line + exit code; bugs into one line unless --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except TLEngineError as exc:
+            if debug:
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            _fail("interrupted", 130)
+        except Exception as exc:  # a bug: keep it short unless asked
+            if debug:
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
+
+    return wrapper
+
+
+def _manager(quiet: bool = False) -> Any:
+    from .plugins import get_plugin_manager
+
+    manager = get_plugin_manager()
+    if not quiet:
+        manager.warn_errors()
+    return manager
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="tlengine")
+def main(debug: bool) -> None:
+    """tlengine: transfer learning from a YAML pipeline, measured against a scratch baseline."""
+
+
+@main.command()
+@click.argument("pipeline", required=False)
+@click.argument("overrides", nargs=-1)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Run directory to create (default: output_dir/<name>-<time>).")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue an interrupted run directory.")
+@handle_errors
+def run(pipeline: str | None, overrides: tuple[str, ...], output: Path | None, resume: Path | None) -> None:
+    """Run PIPELINE (a YAML file or a shipped pipeline name) with key=value overrides."""
+    from .pipeline import Runner
+    from .reporting.tables import print_summary
+    from .validation import load_pipeline
+
+    manager = _manager()
+    runner = Runner(manager, echo=lambda s: click.echo(s, err=True))
+    if resume is not None:
+        if pipeline or overrides:
+            raise TLEngineError("--resume takes only the run directory; the pipeline and overrides are read from it")
+        run_dir = runner.resume(resume)
+    else:
+        if not pipeline:
+            raise TLEngineError("missing PIPELINE: give a YAML file or a name from `tlengine pipelines`")
+        loaded = load_pipeline(pipeline, list(overrides), manager.registries)
+        run_dir = runner.run(loaded, output=output)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    print_summary(summary)
+    click.echo(str(run_dir))
+
+
+@main.command()
+@click.argument("pipeline", required=False)
+@click.argument("overrides", nargs=-1)
+@click.option("--schema", is_flag=True, help="Print the JSON schema of pipeline files instead.")
+@handle_errors
+def validate(pipeline: str | None, overrides: tuple[str, ...], schema: bool) -> None:
+    """Check PIPELINE without running it: exit 0, or exit 2 with `config error:` lines."""
+    from .config import PipelineConfig
+    from .validation import load_pipeline
+
+    if schema:
+        click.echo(json.dumps(PipelineConfig.model_json_schema(), indent=2))
+        return
+    if not pipeline:
+        raise TLEngineError("missing PIPELINE: give a YAML file or a name from `tlengine pipelines`")
+    loaded = load_pipeline(pipeline, list(overrides), _manager().registries)
+    arms = ", ".join(f"{a.arm} ({a.name})" for a in loaded.config.arms())
+    click.echo(f"ok: {loaded.config.name}: task {loaded.config.task}, backbone {loaded.config.model.backbone}, arms: {arms}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def plugins(as_json: bool) -> None:
+    """List installed plugins and what each registers."""
+    manager = _manager(quiet=True)
+    rows = [p.as_dict() for p in manager.plugins]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tlengine plugins")
+    for col in ("plugin", "distribution", "version", "registers", "status"):
+        table.add_column(col)
+    for p in rows:
+        regs = "; ".join(f"{k}: {', '.join(v[:6])}{' ...' if len(v) > 6 else ''}" for k, v in p["registered"].items())
+        table.add_row(p["name"], p["distribution"], p["version"], regs or "-", p["error"] or "ok")
+    Console().print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def pipelines(as_json: bool) -> None:
+    """List the pipelines that plugins ship (run one with `tlengine run NAME`)."""
+    manager = _manager()
+    rows = [{"name": e.name, "plugin": e.plugin, "description": e.description, "path": str(e.obj)}
+            for e in manager.registries.pipelines.entries()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['description']}  [{r['plugin']}]")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=3, show_default=True, help="How many labels to show per input.")
+@click.option("--arm", default=None, help="Use this arm's model instead of the run's primary one.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, arm: str | None, as_json: bool) -> None:
+    """Run the trained model of RUN_DIR on INPUT files."""
+    from .predict import load_run_model
+
+    task, model, meta = load_run_model(_manager().registries, run_dir, arm=arm)
+    results = task.predict(model, list(inputs), meta["info"], top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        preds = ", ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])
+        click.echo(f"{r['input']}: {preds}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def doctor(as_json: bool) -> None:
+    """Report torch, CUDA, compilers, the extension, plugins and offline weights."""
+    from .doctor import collect, render
+
+    report = collect(_manager(quiet=True))
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
+
+
+if __name__ == "__main__":
+    main()
