@@ -101,7 +101,9 @@ class Registry(Generic[T]):
         msg = f"unknown {self.kind} '{name}'"
         if close:
             msg += f" (did you mean {', '.join(repr(c) for c in close)}?)"
-        shown = ", ".join(known[:40]) + (", ..." if len(known) > 40 else "")
+        shown = ", ".join(known[:40])
+        if len(known) > 40:
+            shown += f", ... ({len(known)} in all; `tlengine plugins --json` lists every one)"
         msg += f"; known: {shown or 'none'}"
         if self._fallbacks:
             msg += "; also " + ", ".join(p for _, p, _ in self._fallbacks)

@@ -1,0 +1,392 @@
+"""Image-classification datasets: ``synthetic-shapes``, ``image-folder`` and ``csv``.
+
+Each dataset is a :class:`tlengine.data.DatasetSpec`: a pydantic model that validates
+``data.args`` in the pipeline file, and ``build(args, root)`` that returns
+:class:`ImageSamples` - a list of ``(image, label index)`` plus the class names. Files
+are *not* opened by ``build`` (that would be slow for big folders); they are listed and
+checked to exist, :func:`verify_images` checks they decode, and
+:class:`tlengine_plugins.image_classification.transforms.ImageDataset` reads them
+lazily during training.
+
+Every path comes from the pipeline and is resolved inside the data root with
+:func:`tlengine.data.resolve_under`, so a config (or a CSV row) cannot point outside it.
+
+Pipeline examples::
+
+    data: {dataset: synthetic-shapes, args: {classes: 6, per_class: 50}}
+    data: {dataset: image-folder, root: data, args: {path: pets}}        # pets/<class>/<img>
+    data: {dataset: csv, root: data, args: {path: labels.csv, classes: [cat, dog]}}
+
+This module imports no torch, so registering the datasets stays cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tlengine.data import DatasetSpec, resolve_under
+from tlengine.data.synthetic_shapes import SHAPES, generate
+from tlengine.errors import DataError
+
+__all__ = [
+    "TASK", "IMAGE_EXTENSIONS", "ImageSamples", "ImageItem",
+    "SyntheticShapesArgs", "ImageFolderArgs", "CsvArgs",
+    "build_synthetic_shapes", "build_image_folder", "build_csv",
+    "SYNTHETIC_SHAPES", "IMAGE_FOLDER", "CSV",
+    "open_image", "verify_images", "register_datasets",
+]
+
+TASK = "image-classification"
+
+#: File extensions ``image-folder`` picks up by default (compared case-insensitively).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+#: A file to read lazily, or an image already in memory.
+ImageItem = Union[Path, Image.Image]
+
+
+@dataclass
+class ImageSamples:
+    """What every image-classification dataset builds.
+
+    items: ``(image, label)`` pairs; ``image`` is a file path (read lazily) or an
+        in-memory PIL image; ``label`` indexes ``classes``.
+    classes: class names, in label order.
+    source: one line for logs and reports, e.g.
+        ``"ImageFolder /data/pets (3 classes, 120 images)"``.
+    eval_crop_pct: if set, the crop fraction evaluation should use instead of the
+        backbone's (``synthetic-shapes`` sets 1.0: its shapes can touch the border, so a
+        centre crop could cut them). See ``transforms.build_transforms``.
+    """
+
+    items: list[tuple[ImageItem, int]]
+    classes: list[str]
+    source: str
+    eval_crop_pct: float | None = None
+
+    @property
+    def labels(self) -> list[int]:
+        """Label of every item, in item order (what ``split_indices`` takes)."""
+        return [label for _, label in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+# --------------------------------------------------------------------------- helpers
+def _plural(n: int, word: str) -> str:
+    """``_plural(1, "image")`` -> "1 image"; ``_plural(3, "class")`` -> "3 classes"."""
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {word}{'es' if word.endswith('s') else 's'}"
+
+
+def _check_class_names(v: list[str] | None) -> list[str] | None:
+    """Shared validator: a non-empty list of distinct, non-blank class names."""
+    if v is None:
+        return v
+    if not v:
+        raise ValueError("must list at least one class (or be omitted)")
+    if any(not c.strip() for c in v):
+        raise ValueError("class names must not be blank")
+    dupes = sorted({c for c in v if v.count(c) > 1})
+    if dupes:
+        raise ValueError(f"classes listed more than once: {', '.join(dupes)}")
+    return v
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file; DataError naming the file if that fails."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError...)
+        raise DataError(f"image {path} is not a readable image ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+def verify_images(samples: ImageSamples, *, limit: int | None = None) -> None:
+    """Check that the file items of ``samples`` (the first ``limit``) are readable images.
+
+    Runs PIL's structural ``verify()`` and then decodes the image (JPEGs at reduced
+    scale, which still reads the whole stream), so truncated or corrupt files fail here
+    rather than in the middle of training. In-memory images are skipped.
+
+    Raises DataError: ``image <path> is not a readable image (<reason>)``.
+    """
+    files = [item for item, _ in samples.items if not isinstance(item, Image.Image)]
+    for path in files if limit is None else files[:limit]:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+            # verify() leaves the image unusable and does not decode pixels: reopen.
+            with Image.open(path) as im:
+                im.draft("RGB", (64, 64))  # JPEG: decode at 1/2-1/8 scale, much faster
+                im.load()
+        except FileNotFoundError:
+            raise DataError(f"image {path} does not exist") from None
+        except Exception as exc:
+            raise DataError(f"image {path} is not a readable image ({_reason(exc)})") from None
+
+
+# --------------------------------------------------------------------------- synthetic-shapes
+class SyntheticShapesArgs(BaseModel):
+    """Arguments of the ``synthetic-shapes`` dataset (generated in memory, no files)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shapes: list[str] | None = Field(
+        None, description=f"shape names, one class each (default: the first 4 of {', '.join(SHAPES)})")
+    classes: int | None = Field(
+        None, ge=1, le=len(SHAPES), description="alternative to shapes: use the first N shapes")
+    per_class: int = Field(40, ge=1, description="images generated per class")
+    size: int = Field(64, ge=16, le=512, description="image side in pixels")
+    seed: int = Field(0, description="generator seed; same seed -> same images")
+
+    @field_validator("shapes")
+    @classmethod
+    def _known_shapes(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must list at least one shape (or be omitted)")
+        unknown = [s for s in v if s not in SHAPES]
+        if unknown:
+            raise ValueError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(SHAPES)}")
+        return _check_class_names(v)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SyntheticShapesArgs":
+        if self.shapes is not None and self.classes is not None:
+            raise ValueError("give either shapes (names) or classes (a count), not both")
+        return self
+
+    def shape_names(self) -> list[str]:
+        """The shapes to generate, in label order."""
+        if self.shapes is not None:
+            return list(self.shapes)
+        return list(SHAPES[: self.classes or 4])
+
+
+def build_synthetic_shapes(args: SyntheticShapesArgs, root: Path) -> ImageSamples:
+    """Generate the images in memory (``root`` is unused: nothing is read)."""
+    names = args.shape_names()
+    items: list[tuple[ImageItem, int]] = list(generate(names, args.per_class, args.size, args.seed))
+    return ImageSamples(
+        items=items,
+        classes=names,
+        source=(f"synthetic-shapes ({_plural(len(names), 'class')} x {_plural(args.per_class, 'image')}, "
+                f"{args.size}px, seed {args.seed})"),
+        eval_crop_pct=1.0,
+    )
+
+
+# --------------------------------------------------------------------------- image-folder
+class ImageFolderArgs(BaseModel):
+    """Arguments of the ``image-folder`` dataset: ``<path>/<class name>/<image files>``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="folder with one subfolder per class, relative to data.root")
+    extensions: list[str] = Field(
+        default_factory=lambda: list(IMAGE_EXTENSIONS),
+        description="image file extensions to include (case-insensitive)")
+    classes: list[str] | None = Field(
+        None, description="use only these class subfolders, in this label order (default: all, sorted)")
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, v: list[str]) -> list[str]:
+        out = []
+        for ext in v:
+            ext = ext.strip().lower()
+            if not ext or ext == ".":
+                raise ValueError("extensions must not be blank")
+            out.append(ext if ext.startswith(".") else "." + ext)
+        if not out:
+            raise ValueError("must list at least one extension")
+        return out
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, v: list[str] | None) -> list[str] | None:
+        return _check_class_names(v)
+
+
+def _list_images(folder: Path, extensions: list[str]) -> list[Path]:
+    """Image files anywhere under ``folder`` (hidden files and folders skipped), sorted."""
+    found = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in rel):
+            continue
+        if p.suffix.lower() in extensions and p.is_file():
+            found.append(p)
+    return sorted(found)
+
+
+def build_image_folder(args: ImageFolderArgs, root: Path) -> ImageSamples:
+    """List ``path/<class>/<image>`` files; every problem is a DataError naming the path."""
+    folder = resolve_under(root, args.path, what="image folder")
+    if not folder.exists():
+        raise DataError(f"image folder {folder} does not exist")
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} is not a directory")
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    exts = ", ".join(args.extensions)
+    if not subdirs:
+        loose = len([p for p in folder.iterdir() if p.suffix.lower() in args.extensions])
+        hint = f"; it holds {_plural(loose, 'image')} directly, move them into class folders" if loose else ""
+        raise DataError(
+            f"image folder {folder} has no class subfolders (expected {folder}/<class>/<image>){hint}")
+    if args.classes is not None:
+        missing = [c for c in args.classes if c not in subdirs]
+        if missing:
+            raise DataError(
+                f"class {', '.join(repr(c) for c in missing)} listed in classes has no folder in "
+                f"{folder}; found: {', '.join(subdirs)}")
+        classes = list(args.classes)
+    else:
+        classes = subdirs
+
+    per_class = {c: _list_images(folder / c, args.extensions) for c in classes}
+    if not any(per_class.values()):
+        raise DataError(f"image folder {folder} contains no images with extensions {exts}")
+    for c, files in per_class.items():
+        if not files:
+            raise DataError(f"class folder {folder / c} has no images with extensions {exts}")
+        for f in files:  # a symlink inside the folder may still lead out of the root
+            resolve_under(root, f, what="image")
+
+    items: list[tuple[ImageItem, int]] = [(f, label) for label, c in enumerate(classes) for f in per_class[c]]
+    return ImageSamples(
+        items=items, classes=classes,
+        source=f"ImageFolder {folder} ({_plural(len(classes), 'class')}, {_plural(len(items), 'image')})")
+
+
+# --------------------------------------------------------------------------- csv
+class CsvArgs(BaseModel):
+    """Arguments of the ``csv`` dataset: a CSV file with a header and path/label columns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="CSV file relative to data.root; first row is the header")
+    image_root: str | None = Field(
+        None, description="folder the image paths in the CSV are relative to, relative to data.root "
+                          "(default: the CSV's folder)")
+    classes: list[str] | None = Field(
+        None, description="allowed labels in label order; a row with another label is an error "
+                          "(default: every label found, sorted)")
+    path_column: str = Field("path", description="column holding the image path")
+    label_column: str = Field("label", description="column holding the class label")
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, v: list[str] | None) -> list[str] | None:
+        return _check_class_names(v)
+
+
+def _label_order(labels: set[str]) -> list[str]:
+    """Sorted labels; numerically if they are all integers (so '10' comes after '9')."""
+    try:
+        return sorted(labels, key=int)
+    except ValueError:
+        return sorted(labels)
+
+
+def build_csv(args: CsvArgs, root: Path) -> ImageSamples:
+    """Read ``path,label`` rows; errors name the CSV file and its line number."""
+    csv_path = resolve_under(root, args.path, what="csv file")
+    if not csv_path.is_file():
+        what = "is not a file" if csv_path.exists() else "does not exist"
+        raise DataError(f"csv file {csv_path} {what}")
+    if args.image_root is not None:
+        image_root = resolve_under(root, args.image_root, what="image_root")
+        if not image_root.is_dir():
+            raise DataError(f"image_root {image_root} is not an existing directory")
+    else:
+        image_root = csv_path.parent
+    root = Path(root).resolve()
+
+    rows: list[tuple[int, str, str]] = []  # (line number, image path, label)
+    try:
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames
+            if not header:
+                raise DataError(f"csv file {csv_path} has no rows (not even a header)")
+            for col, key in ((args.path_column, "path_column"), (args.label_column, "label_column")):
+                if col not in header:
+                    raise DataError(
+                        f"csv file {csv_path} has no column '{col}' (its header has: "
+                        f"{', '.join(header)}); set {key} to the right column name")
+            for row in reader:
+                line = reader.line_num  # physical line of this row's end (1 = header)
+                path_value = (row.get(args.path_column) or "").strip()
+                label = (row.get(args.label_column) or "").strip()
+                if not path_value or not label:
+                    col = args.path_column if not path_value else args.label_column
+                    raise DataError(f"csv file {csv_path} line {line}: column '{col}' is empty")
+                rows.append((line, path_value, label))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"csv file {csv_path} is not UTF-8 text ({exc.reason})") from None
+    except csv.Error as exc:
+        raise DataError(f"csv file {csv_path} is not valid CSV ({exc})") from None
+    if not rows:
+        raise DataError(f"csv file {csv_path} has no rows (only a header)")
+
+    if args.classes is not None:
+        classes = list(args.classes)
+    else:
+        classes = _label_order({label for _, _, label in rows})
+    index = {c: i for i, c in enumerate(classes)}
+
+    items: list[tuple[ImageItem, int]] = []
+    for line, path_value, label in rows:
+        if label not in index:
+            raise DataError(
+                f"csv file {csv_path} line {line}: label '{label}' is not one of the classes "
+                f"({', '.join(classes)})")
+        try:
+            image = resolve_under(root, image_root / path_value, what="image")
+        except DataError:
+            raise DataError(
+                f"csv file {csv_path} line {line}: image path '{path_value}' is outside the data "
+                f"root {root}") from None
+        if not image.is_file():
+            raise DataError(f"csv file {csv_path} line {line}: image file {image} does not exist")
+        items.append((image, index[label]))
+    return ImageSamples(
+        items=items, classes=classes,
+        source=f"CSV {csv_path} ({_plural(len(classes), 'class')}, {_plural(len(items), 'image')})")
+
+
+# --------------------------------------------------------------------------- registration
+SYNTHETIC_SHAPES = DatasetSpec(
+    name="synthetic-shapes", task=TASK, args=SyntheticShapesArgs, build=build_synthetic_shapes,
+    description="generated coloured shapes on textured backgrounds; class = shape (no files needed)")
+IMAGE_FOLDER = DatasetSpec(
+    name="image-folder", task=TASK, args=ImageFolderArgs, build=build_image_folder,
+    description="a folder with one subfolder of images per class: <path>/<class>/<image>")
+CSV = DatasetSpec(
+    name="csv", task=TASK, args=CsvArgs, build=build_csv,
+    description="a CSV file with an image path column and a label column")
+
+
+def register_datasets(registry: Any) -> None:
+    """Add the three datasets to a dataset :class:`tlengine.registry.Registry`."""
+    for spec in (SYNTHETIC_SHAPES, IMAGE_FOLDER, CSV):
+        registry.add(spec.name, spec, description=spec.description)

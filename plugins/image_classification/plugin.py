@@ -1,0 +1,55 @@
+"""Hook implementations of the builtin image-classification plugin.
+
+Registered through tlengine's own ``[project.entry-points.tlengine]``, exactly as a
+third-party plugin would be.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlengine import hookimpl
+from tlengine.registry import Registry
+
+PIPELINES_DIR = Path(__file__).parent / "pipelines"
+PIPELINES = {
+    "quickstart": "ImageNet EfficientNet-Lite0 -> 5 new shape classes from 16 images each: "
+                  "feature-extraction and fine-tune vs scratch (needs the [pretrained] extra)",
+    "sequential-shapes": "train a source model on 6 shapes, transfer it to 4 unseen shapes with little data, "
+                         "vs scratch (core install only)",
+}
+
+
+@hookimpl
+def tlengine_register_tasks(tasks: Registry) -> None:
+    from .task import ImageClassificationTask
+
+    tasks.add(ImageClassificationTask.name, ImageClassificationTask,
+              description="single-label image classification")
+
+
+@hookimpl
+def tlengine_register_backbones(backbones: Registry) -> None:
+    from .backbones import register_backbones
+
+    register_backbones(backbones)
+
+
+@hookimpl
+def tlengine_register_datasets(datasets: Registry) -> None:
+    from .datasets import register_datasets
+
+    register_datasets(datasets)
+
+
+@hookimpl
+def tlengine_register_weights(weights: Registry) -> None:
+    from .weights import register_weights
+
+    register_weights(weights)
+
+
+@hookimpl
+def tlengine_register_pipelines(pipelines: Registry) -> None:
+    for name, description in PIPELINES.items():
+        pipelines.add(name, PIPELINES_DIR / f"{name}.yaml", description=description)
