@@ -120,16 +120,18 @@ def plugins(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="tlengine plugins")
+    from .reporting.tables import wide_console
+
+    table = Table(title="tlengine plugins (`tlengine plugins --json` lists every name)", show_lines=True)
     for col in ("plugin", "distribution", "version", "registers", "status"):
         table.add_column(col)
     for p in rows:
-        regs = "; ".join(f"{k}: {', '.join(v[:6])}{' ...' if len(v) > 6 else ''}" for k, v in p["registered"].items())
+        regs = "\n".join(f"{k} ({len(v)}): {', '.join(v[:4])}{', ...' if len(v) > 4 else ''}"
+                         for k, v in p["registered"].items())
         table.add_row(p["name"], p["distribution"], p["version"], regs or "-", p["error"] or "ok")
-    Console().print(table)
+    wide_console().print(table)
 
 
 @main.command()

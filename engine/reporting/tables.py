@@ -164,9 +164,15 @@ def _table_cells(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
+def wide_console() -> Console:
+    """A rich console that, when piped or captured, uses 120 columns instead of 80."""
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 120))
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     """Print the per-arm table (titled with the pipeline name) to ``console`` (default stdout)."""
-    console = console or Console()
+    console = console or wide_console()
     header, cells = _table_cells(summary)
     title = str(summary.get("pipeline") or "run")
     if summary.get("task"):
