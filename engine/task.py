@@ -102,6 +102,11 @@ class Task(ABC):
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         """Scalar training loss of a batch."""
 
+    def training_loss(self, model: "TransferModel", inputs: Any, targets: Any) -> torch.Tensor:
+        """Loss of one training batch. Override when the model needs the targets in its
+        forward pass (teacher forcing in captioning, torchvision detectors in train mode)."""
+        return self.loss(model(inputs), targets)
+
     # ------------------------------------------------------------------ evaluation
     @abstractmethod
     def evaluate(self, model: "TransferModel", loader: DataLoader, device: torch.device,

@@ -107,7 +107,7 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path,
         for batch in progress_bar(loader, desc=desc, total=len(loader)):
             inputs, targets = task.move_to(batch, device)
             with autocast():
-                loss = task.loss(model(inputs), targets)
+                loss = task.training_loss(model, inputs, targets)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
