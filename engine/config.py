@@ -174,7 +174,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             else:
                 raise TypeError
         except (ValueError, IndexError, TypeError, AttributeError):
-            errors.append((key, f"cannot set this key (its parent is not a mapping or list index)"))
+            errors.append((key, "cannot set this key (its parent is not a mapping or list index)"))
     if errors:
         raise ConfigError(errors)
     return data

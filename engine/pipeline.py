@@ -30,7 +30,7 @@ import yaml
 
 from . import __version__
 from .atomic import write_json, write_text
-from .config import DataConfig, PipelineConfig, StrategyConfig, dump_yaml
+from .config import PipelineConfig, StrategyConfig, TrainConfig, dump_yaml
 from .errors import RunError, TLEngineError
 from .model import TransferModel
 from .plugins import PluginManager
@@ -86,7 +86,7 @@ class Runner:
     def strategy(self, cfg: StrategyConfig) -> Strategy:
         return self.registries.strategies.get(cfg.name)(cfg)
 
-    def arm_train(self, config: PipelineConfig, cfg: StrategyConfig) -> Any:
+    def arm_train(self, config: PipelineConfig, cfg: StrategyConfig) -> TrainConfig:
         update = {k: v for k, v in (("epochs", cfg.epochs), ("lr", cfg.lr)) if v is not None}
         return config.train.model_copy(update=update)
 
@@ -248,12 +248,15 @@ class Runner:
         return result
 
     def _model_meta(self, p: Prepared, arm: Arm) -> dict[str, Any]:
+        if arm.name == SOURCE_ARM:
+            pretrained = p.config.source.weights is not None
+        else:
+            pretrained = arm.strategy.uses_pretrained and (p.config.model.weights is not None or p.source is not None)
         return {"task": p.config.task, "pipeline": p.config.name, "arm": arm.name,
-                "strategy": arm.strategy.name, "backbone": p.config.model.backbone,
-                "arch": arm.model.arch, "pretrained": arm.strategy.uses_pretrained and (
-                    p.config.model.weights is not None or p.source is not None) and arm.name != SOURCE_ARM,
-                "weights": p.config.model.weights, "model": p.config.model.model_dump(mode="json"),
-                "info": arm.data.info, "preprocessing": arm.model.preprocessing}
+                "strategy": arm.strategy.name, "backbone": p.config.model.backbone, "arch": arm.model.arch,
+                "pretrained": pretrained, "weights": p.config.model.weights,
+                "model": p.config.model.model_dump(mode="json"), "info": arm.data.info,
+                "preprocessing": arm.model.preprocessing}
 
     def _finish(self, p: Prepared, run_dir: Path, results: dict[str, ArmResult], source: ArmResult | None,
                 records: list[dict[str, Any]], total_seconds: float) -> dict[str, Any]:

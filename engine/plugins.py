@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, TLEngineError
+from .errors import TLEngineError
 from .registry import Registries
 
 REGISTRATION_HOOKS = {
@@ -160,13 +160,3 @@ def get_plugin_manager(*, reload: bool = False) -> PluginManager:
 def registries() -> Registries:
     """Shortcut for ``get_plugin_manager().registries``."""
     return get_plugin_manager().registries
-
-
-def require_plugin_for(kind: str, name: str) -> None:
-    """Raise a PluginError if ``name`` is missing because a broken plugin would provide it."""
-    manager = get_plugin_manager()
-    if manager.errors and name not in manager.registries.all()[kind]:
-        raise PluginError(
-            f"{kind[:-1]} '{name}' is not available; some plugins failed to load: "
-            + "; ".join(manager.errors)
-        )

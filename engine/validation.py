@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .config import DataConfig, PipelineConfig, apply_overrides, pydantic_errors, read_yaml
-from .errors import ConfigError, TLEngineError, UnknownNameError
+from .data.paths import resolve_under
+from .errors import ConfigError, DataError, TLEngineError, UnknownNameError
 from .registry import Registries
 
 
@@ -141,9 +142,6 @@ def check_data(data: DataConfig, loc: str, task: str, registries: Registries, ba
     for field in ("path", "image_root"):
         value = getattr(args, field, None)
         if isinstance(value, str):
-            from .data.paths import resolve_under
-            from .errors import DataError
-
             try:
                 target = resolve_under(root, value, what=f"{loc}.args.{field}")
             except DataError as exc:
