@@ -1,0 +1,371 @@
+// CPU pool_quantize_scatter: features -> pool -> optional L2 -> cast / int8 -> cache[rows].
+//
+// Each sample's features are read from memory once; the pooled row is built in a per-thread
+// float32 buffer (L1/L2-resident) and then normalised and quantised into its cache row.
+// Only the last occurrence of a repeated row is computed at all (it is what survives).
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "../common.h"
+#include "checks.h"
+#include "convert.h"
+
+namespace tlengine {
+namespace {
+
+Pooling parse_pooling(c10::string_view name) {
+  if (name == "avg") return Pooling::Avg;
+  if (name == "max") return Pooling::Max;
+  if (name == "cls") return Pooling::Cls;
+  if (name == "none") return Pooling::None;
+  TORCH_CHECK_VALUE(false, "pooling must be one of ('avg', 'max', 'cls', 'none'), got '", std::string(name), "'");
+}
+
+// src as float32: src itself for float input, else converted into tmp.
+template <typename scalar_t>
+inline const float* as_floats(const scalar_t* src, float* tmp, int64_t n) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return src;
+  } else {
+    cpu::load_floats(src, tmp, n);
+    return tmp;
+  }
+}
+
+// Sum and max of one short contiguous run (an NCHW plane: often 49 or 196 floats). Written
+// as kLanes independent accumulators so the compiler emits whole-vector loads without an
+// alignment-peeling prologue (planes start at arbitrary offsets); the order of the sum is
+// free (the reference only promises float rounding for it).
+constexpr int kLanes = 16;
+
+inline float sum_of(const float* __restrict__ p, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) acc[j] += p[i + j];
+  }
+  float s = 0.0f;
+  for (; i < n; ++i) s += p[i];
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  return s;
+}
+
+// max, NaN if any value is NaN (as torch.amax).
+inline float max_of(const float* __restrict__ p, int64_t n) {
+  float m = p[0];
+  bool nan = false;
+  int64_t i = 0;
+  if (n >= kLanes) {
+    float acc[kLanes];
+    for (int j = 0; j < kLanes; ++j) acc[j] = p[j];
+    for (i = kLanes; i + kLanes <= n; i += kLanes) {
+      for (int j = 0; j < kLanes; ++j) {
+        const float x = p[i + j];
+        acc[j] = x > acc[j] ? x : acc[j];
+        nan |= x != x;
+      }
+    }
+    for (int j = 0; j < kLanes; ++j) {
+      m = acc[j] > m ? acc[j] : m;
+      nan |= acc[j] != acc[j];
+    }
+  }
+  for (; i < n; ++i) {
+    m = p[i] > m ? p[i] : m;
+    nan |= p[i] != p[i];
+  }
+  return nan ? NAN : m;
+}
+
+inline float nan_max(float acc, float x) {
+  return (acc >= x || acc != acc) ? acc : x;
+}
+
+// dst[t * ds + j] = src[j * ss + t] for an 8x8 tile.
+inline void transpose_8x8(const float* __restrict__ src, int64_t ss, float* __restrict__ dst, int64_t ds) {
+#if defined(__AVX__)
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ss), r2 = _mm256_loadu_ps(src + 2 * ss),
+         r3 = _mm256_loadu_ps(src + 3 * ss), r4 = _mm256_loadu_ps(src + 4 * ss), r5 = _mm256_loadu_ps(src + 5 * ss),
+         r6 = _mm256_loadu_ps(src + 6 * ss), r7 = _mm256_loadu_ps(src + 7 * ss);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+         t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+         t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+         u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+         u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+         u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+#else
+  float tile[8][8];
+  for (int j = 0; j < 8; ++j)
+    for (int t = 0; t < 8; ++t) tile[t][j] = src[j * ss + t];
+  for (int t = 0; t < 8; ++t)
+    for (int j = 0; j < 8; ++j) dst[t * ds + j] = tile[t][j];
+#endif
+}
+
+// Channel-major [D][T] -> token-major [T][D]. Blocks of 8 tokens are the outer loop, so each
+// pass writes 8 output rows left to right: the rows are D floats apart, often a power of two
+// (2048 floats = 8 KiB), and visiting all T rows per channel block would map them to the same
+// L1 set and thrash (2-3x slower for ResNet maps).
+void transpose_to_tokens(const float* __restrict__ src, float* __restrict__ dst, int64_t T, int64_t D) {
+  int64_t t0 = 0;
+  for (; t0 + 8 <= T; t0 += 8) {
+    int64_t d0 = 0;
+    for (; d0 + 8 <= D; d0 += 8) transpose_8x8(src + d0 * T + t0, T, dst + t0 * D + d0, D);
+    for (; d0 < D; ++d0) {
+      for (int64_t t = 0; t < 8; ++t) dst[(t0 + t) * D + d0] = src[d0 * T + t0 + t];
+    }
+  }
+  for (; t0 < T; ++t0) {
+    for (int64_t d = 0; d < D; ++d) dst[t0 * D + d] = src[d * T + t0];
+  }
+}
+
+// Token-major float32 [T][D]: vals[d] = sum (or NaN-propagating max) over t of x[t][d] for
+// the leading whole blocks of kColumns columns, each accumulated in registers across all T
+// rows (a row-at-a-time pass would load and store the accumulator for every row, which
+// halves the throughput of this memory-bound loop). Returns the number of columns done;
+// other dtypes return 0 and take the row-at-a-time path.
+constexpr int64_t kColumns = 64;
+
+template <bool Max, typename scalar_t>
+int64_t column_blocks(const scalar_t* __restrict__ x, int64_t T, int64_t D, float* __restrict__ vals) {
+  if constexpr (!std::is_same_v<scalar_t, float>) {
+    return 0;
+  } else {
+    if (T == 0) return 0;
+    int64_t d0 = 0;
+    for (; d0 + kColumns <= D; d0 += kColumns) {
+      float acc[kColumns];
+      for (int64_t j = 0; j < kColumns; ++j) acc[j] = Max ? x[d0 + j] : 0.0f;
+      for (int64_t t = Max ? 1 : 0; t < T; ++t) {
+        const float* __restrict__ r = x + t * D + d0;
+        for (int64_t j = 0; j < kColumns; ++j) acc[j] = Max ? nan_max(acc[j], r[j]) : acc[j] + r[j];
+      }
+      std::copy(acc, acc + kColumns, vals + d0);
+    }
+    return d0;
+  }
+}
+
+inline void l2_normalize(float* __restrict__ v, int64_t n) {
+  double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(v[i]) * static_cast<double>(v[i]);
+  const float norm = l2_norm_clamped(ss);
+  for (int64_t i = 0; i < n; ++i) v[i] = v[i] / norm;
+}
+
+// One sample, laid out either token-major [T][D] or channel-major [D][T] (NCHW maps, or
+// transposed token views), pooled into vals (D floats, T*D token-major for None).
+// tmp holds tmp_floats(...) floats.
+template <typename scalar_t>
+void pool_sample(const scalar_t* __restrict__ x, bool channel_major, int64_t T, int64_t D, Pooling pooling,
+                 bool l2, float* __restrict__ vals, float* __restrict__ tmp) {
+  if (!channel_major) {
+    switch (pooling) {
+      case Pooling::Avg: {
+        const int64_t done = column_blocks<false>(x, T, D, vals);
+        std::fill(vals + done, vals + D, 0.0f);
+        for (int64_t t = 0; t < T; ++t) {
+          const float* __restrict__ r = as_floats(x + t * D, tmp, D);
+          for (int64_t d = done; d < D; ++d) vals[d] += r[d];
+        }
+        if (T > 0) {
+          const float count = static_cast<float>(T);
+          for (int64_t d = 0; d < D; ++d) vals[d] = vals[d] / count;
+        }
+        break;
+      }
+      case Pooling::Max: {
+        const int64_t done = column_blocks<true>(x, T, D, vals);
+        for (int64_t d = done; d < D; ++d) vals[d] = static_cast<float>(x[d]);
+        for (int64_t t = 1; t < T; ++t) {
+          const float* __restrict__ r = as_floats(x + t * D, tmp, D);
+          for (int64_t d = done; d < D; ++d) vals[d] = nan_max(vals[d], r[d]);
+        }
+        break;
+      }
+      case Pooling::Cls: cpu::load_floats(x, vals, D); break;
+      case Pooling::None: cpu::load_floats(x, vals, T * D); break;
+    }
+  } else {
+    switch (pooling) {
+      case Pooling::Avg: {
+        const float count = static_cast<float>(T);
+        for (int64_t d = 0; d < D; ++d) vals[d] = T > 0 ? sum_of(as_floats(x + d * T, tmp, T), T) / count : 0.0f;
+        break;
+      }
+      case Pooling::Max:
+        for (int64_t d = 0; d < D; ++d) vals[d] = max_of(as_floats(x + d * T, tmp, T), T);
+        break;
+      case Pooling::Cls:
+        for (int64_t d = 0; d < D; ++d) vals[d] = static_cast<float>(x[d * T]);
+        break;
+      case Pooling::None: transpose_to_tokens(as_floats(x, tmp, T * D), vals, T, D); break;
+    }
+  }
+  if (l2) {
+    if (pooling == Pooling::None) {
+      for (int64_t t = 0; t < T; ++t) l2_normalize(vals + t * D, D);
+    } else {
+      l2_normalize(vals, D);
+    }
+  }
+}
+
+// Scratch floats pool_sample needs besides vals (input rows converted to float32).
+int64_t tmp_floats(bool float_input, bool channel_major, Pooling pooling, int64_t T, int64_t D) {
+  if (float_input) return 1;
+  if (!channel_major) return std::max<int64_t>(D, 1);
+  return std::max<int64_t>(pooling == Pooling::None ? T * D : T, 1);
+}
+
+// Writes a pooled float32 row into a cache row of the cache's dtype and returns its scale.
+using StoreFn = float (*)(const float* vals, int64_t n, void* dst);
+
+template <typename T>
+float store_cast(const float* vals, int64_t n, void* dst) {
+  cpu::store_floats(vals, static_cast<T*>(dst), n);
+  return 1.0f;
+}
+
+float store_int8(const float* __restrict__ vals, int64_t n, void* dst_) {
+  auto* __restrict__ dst = static_cast<int8_t*>(dst_);
+  float amax = 0.0f;
+#pragma omp simd reduction(max : amax)
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(vals[i]);
+    amax = a > amax ? a : amax;
+  }
+  const float scale = int8_scale(amax);
+  for (int64_t i = 0; i < n; ++i) dst[i] = quantize_int8(vals[i], scale);
+  return scale;
+}
+
+StoreFn store_fn(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return &store_cast<float>;
+    case at::kHalf: return &store_cast<c10::Half>;
+    case at::kBFloat16: return &store_cast<c10::BFloat16>;
+    default: return &store_int8;
+  }
+}
+
+// Indices n whose rows[n] does not occur again later, in increasing row order.
+std::vector<int64_t> last_occurrences(const int64_t* rows, int64_t n) {
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [rows](int64_t a, int64_t b) { return rows[a] < rows[b]; });
+  std::vector<int64_t> winners;
+  winners.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i + 1 == n || rows[order[i + 1]] != rows[order[i]]) winners.push_back(order[i]);
+  }
+  return winners;
+}
+
+void pool_quantize_scatter_kernel(const at::Tensor& features_in, at::Tensor& cache, at::Tensor& scales,
+                                  const at::Tensor& rows_in, c10::string_view pooling_name, bool l2_normalize) {
+  const Pooling pooling = parse_pooling(pooling_name);
+  const int64_t ndim = features_in.dim();
+  TORCH_CHECK_VALUE(ndim == 3 || ndim == 4, "features must be [N,C,H,W] or [N,T,D], got ", features_in.sizes());
+  TORCH_CHECK_VALUE(ndim == 3 || pooling != Pooling::Cls, "pooling 'cls' needs [N,T,D] features, got [N,C,H,W]");
+  const auto ftype = features_in.scalar_type();
+  TORCH_CHECK_VALUE(ftype == at::kFloat || ftype == at::kHalf || ftype == at::kBFloat16 || ftype == at::kDouble,
+                    "features must be float32, float16, bfloat16 or float64, got ", ftype);
+
+  // Per sample, features are either token-major [T][D] or channel-major [D][T]; use the
+  // layout the tensor already has when it is one of them (NCHW, channels_last, [N,T,D] or
+  // its transpose), otherwise make it contiguous.
+  const int64_t N = features_in.size(0);
+  const int64_t D = ndim == 4 ? features_in.size(1) : features_in.size(2);
+  const int64_t T = ndim == 4 ? features_in.size(2) * features_in.size(3) : features_in.size(1);
+  const at::Tensor token_view = ndim == 4 ? features_in.permute({0, 2, 3, 1}) : features_in;
+  const at::Tensor channel_view = ndim == 4 ? features_in : features_in.permute({0, 2, 1});
+  bool channel_major;
+  at::Tensor features;
+  if (token_view.is_contiguous()) {
+    channel_major = false, features = token_view;
+  } else if (channel_view.is_contiguous()) {
+    channel_major = true, features = channel_view;
+  } else {
+    channel_major = ndim == 4, features = (channel_major ? channel_view : token_view).contiguous();
+  }
+  TORCH_CHECK_VALUE(T > 0 || pooling == Pooling::Avg || pooling == Pooling::None,
+                    "pooling '", std::string(pooling_name), "' needs at least one token, got ", features_in.sizes());
+  const int64_t row_len = pooling == Pooling::None ? T * D : D;
+
+  TORCH_CHECK_VALUE(cpu::is_cache_dtype(cache.scalar_type()),
+                    "cache dtype must be one of (torch.float32, torch.float16, torch.bfloat16, torch.int8), got ",
+                    cache.scalar_type());
+  TORCH_CHECK_VALUE(cache.dim() == 2 && cache.size(1) == row_len, "pooled rows have ", row_len,
+                    " values but cache rows have ",
+                    cache.dim() == 2 ? c10::str(cache.size(1)) : c10::str(cache.sizes()));
+  cpu::check_scales(scales, cache);
+  TORCH_CHECK_VALUE(features_in.device() == cache.device(), "features are on ", features_in.device(),
+                    " but the cache is on ", cache.device());
+  cpu::check_rows_meta(rows_in, cache);
+  TORCH_CHECK_VALUE(N == rows_in.size(0), N, " feature rows but ", rows_in.size(0), " row indices");
+  TORCH_CHECK_VALUE(cache.stride(1) == 1 || row_len <= 1,
+                    "cache rows must be contiguous (the cache is written in place), got strides ", cache.strides());
+  TORCH_CHECK_VALUE(scales.device() == cache.device(), "scales are on ", scales.device(), " but the cache is on ",
+                    cache.device());
+
+  const at::Tensor rows = rows_in.contiguous();
+  const int64_t* row_ptr = rows.const_data_ptr<int64_t>();
+  cpu::check_rows_range(row_ptr, N, cache.size(0));
+  if (N == 0) return;
+  const std::vector<int64_t> winners = last_occurrences(row_ptr, N);
+
+  const StoreFn store = store_fn(cache.scalar_type());
+  auto* cache_base = static_cast<char*>(cache.mutable_data_ptr());
+  const int64_t row_bytes = cache.stride(0) * cache.element_size();  // rows may be strided (a row slice)
+  float* scale_ptr = scales.mutable_data_ptr<float>();
+  const int64_t scale_stride = scales.stride(0);
+  const int64_t sample_len = T * D;
+  const int64_t tmp_len = tmp_floats(features.scalar_type() == at::kFloat, channel_major, pooling, T, D);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(sample_len, 1));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "pool_quantize_scatter", [&] {
+    const scalar_t* x = features.const_data_ptr<scalar_t>();
+    at::parallel_for(0, static_cast<int64_t>(winners.size()), grain, [&](int64_t begin, int64_t end) {
+      std::vector<float> vals(std::max<int64_t>(row_len, 1)), tmp(tmp_len);
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t n = winners[i], row = row_ptr[n];
+        pool_sample<scalar_t>(x + n * sample_len, channel_major, T, D, pooling, l2_normalize, vals.data(), tmp.data());
+        scale_ptr[row * scale_stride] = store(vals.data(), row_len, cache_base + row * row_bytes);
+      }
+    });
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tlengine, CPU, m) {
+  m.impl("pool_quantize_scatter", &pool_quantize_scatter_kernel);
+}
+
+}  // namespace tlengine

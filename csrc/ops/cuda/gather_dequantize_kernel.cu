@@ -1,0 +1,155 @@
+// CUDA implementation of tlengine::gather_dequantize (semantics: engine/kernels/reference.py):
+// out[b, j] = cache[rows[b], j] (* scales[rows[b]] for an int8 cache), as float32 / float16 /
+// bfloat16 [B, D_row].
+//
+// Grid-stride loop over B*D_row, one thread per group of kVec consecutive columns. When the
+// cache rows are contiguous, D_row % kVec == 0 and both base pointers are aligned, a group
+// is one aligned vector load and one aligned vector store; otherwise kVec = 1 (scalar,
+// any cache strides). rows are bounds-checked on the device (min/max) before the launch.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/stack.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "../common.h"
+
+namespace tlengine {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kVec = 4;
+constexpr int64_t kMaxBlocks = 65535;  // grid-stride beyond this
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vec {
+  T val[N];
+};
+
+template <typename cache_t>
+__device__ __forceinline__ float decode(cache_t v, float scale) {
+  if constexpr (std::is_same_v<cache_t, int8_t>) {
+    return dequantize_int8(v, scale);
+  } else {
+    return static_cast<float>(v);
+  }
+}
+
+// VEC > 1 requires cache_s1 == 1, cache_s0 % VEC == 0, dim % VEC == 0 and aligned bases.
+template <typename cache_t, typename out_t, int VEC>
+__global__ void __launch_bounds__(kThreads)
+gather_dequantize_kernel(const cache_t* __restrict__ cache, int64_t cache_s0, int64_t cache_s1,
+                         const float* __restrict__ scales, int64_t scales_s0, const int64_t* __restrict__ rows,
+                         out_t* __restrict__ out, int64_t batch, int64_t dim) {
+  const int64_t groups_per_row = dim / VEC;
+  const int64_t total = batch * groups_per_row;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < total; g += stride) {
+    const int64_t b = g / groups_per_row;
+    const int64_t j = (g - b * groups_per_row) * VEC;
+    const int64_t row = rows[b];
+    float scale = 1.0f;
+    if constexpr (std::is_same_v<cache_t, int8_t>) scale = scales[row * scales_s0];
+    out_t* dst = out + b * dim + j;
+    if constexpr (VEC == 1) {
+      *dst = static_cast<out_t>(decode<cache_t>(cache[row * cache_s0 + j * cache_s1], scale));
+    } else {
+      const Vec<cache_t, VEC> in = *reinterpret_cast<const Vec<cache_t, VEC>*>(cache + row * cache_s0 + j);
+      Vec<out_t, VEC> result;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) result.val[k] = static_cast<out_t>(decode<cache_t>(in.val[k], scale));
+      *reinterpret_cast<Vec<out_t, VEC>*>(dst) = result;
+    }
+  }
+}
+
+#define TLE_OUT_CASES(...)                        \
+  AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)       \
+  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)        \
+  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)
+
+#define TLE_CACHE_CASES(...)                      \
+  AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)       \
+  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)        \
+  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)    \
+  AT_DISPATCH_CASE(at::kChar, __VA_ARGS__)
+
+bool is_aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+template <typename cache_t, typename out_t>
+void launch_gather(const at::Tensor& cache, const at::Tensor& scales, const at::Tensor& rows, at::Tensor& out) {
+  const int64_t batch = out.size(0), dim = out.size(1);
+  const cache_t* cache_ptr = cache.const_data_ptr<cache_t>();
+  out_t* out_ptr = out.data_ptr<out_t>();
+  const bool vectorize = cache.stride(1) == 1 && cache.stride(0) % kVec == 0 && dim % kVec == 0 &&
+                         is_aligned(cache_ptr, sizeof(cache_t) * kVec) && is_aligned(out_ptr, sizeof(out_t) * kVec);
+  const int vec = vectorize ? kVec : 1;
+  const int64_t groups = batch * (dim / vec);
+  const int64_t blocks = std::min<int64_t>((groups + kThreads - 1) / kThreads, kMaxBlocks);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (vectorize) {
+    gather_dequantize_kernel<cache_t, out_t, kVec><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        cache_ptr, cache.stride(0), cache.stride(1), scales.const_data_ptr<float>(), scales.stride(0),
+        rows.const_data_ptr<int64_t>(), out_ptr, batch, dim);
+  } else {
+    gather_dequantize_kernel<cache_t, out_t, 1><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        cache_ptr, cache.stride(0), cache.stride(1), scales.const_data_ptr<float>(), scales.stride(0),
+        rows.const_data_ptr<int64_t>(), out_ptr, batch, dim);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor gather_dequantize_cuda(const at::Tensor& cache, const at::Tensor& scales, const at::Tensor& rows,
+                                  at::ScalarType dtype) {
+  // Checks in the CPU kernel's order and with its messages (ValueError / IndexError).
+  const at::ScalarType cache_type = cache.scalar_type();
+  TORCH_CHECK_VALUE((cache_type == at::kFloat || cache_type == at::kHalf || cache_type == at::kBFloat16 ||
+                     cache_type == at::kChar) && cache.dim() == 2,
+                    "cache must be 2-D of (torch.float32, torch.float16, torch.bfloat16, torch.int8), got ",
+                    cache_type, " ", cache.sizes());
+  TORCH_CHECK_VALUE(scales.scalar_type() == at::kFloat && scales.dim() == 1 && scales.size(0) == cache.size(0),
+                    "scales must be float32 [", cache.size(0), "], got ", scales.scalar_type(), " ", scales.sizes());
+  TORCH_CHECK_VALUE(rows.scalar_type() == at::kLong && rows.dim() == 1, "rows must be a 1-D int64 tensor, got ",
+                    rows.scalar_type(), " ", rows.sizes());
+  TORCH_CHECK_VALUE(rows.device() == cache.device(), "rows are on ", rows.device(), " but the cache is on ",
+                    cache.device());
+  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                    "output dtype must be float32, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK_VALUE(scales.device() == cache.device(), "cache and scales must be on the same device, got ",
+                    cache.device(), " and ", scales.device());
+  TORCH_CHECK(cache.is_cuda(), "gather_dequantize (CUDA): cache must be a CUDA tensor, got ", cache.device());
+  c10::cuda::CUDAGuard guard(cache.device());
+
+  const int64_t batch = rows.size(0), num_rows = cache.size(0), dim = cache.size(1);
+  if (batch > 0) {  // bounds on the device, one sync; never an out-of-range read
+    const at::Tensor bounds = at::stack({rows.min(), rows.max()}).cpu();
+    const int64_t lo = bounds.data_ptr<int64_t>()[0];
+    const int64_t hi = bounds.data_ptr<int64_t>()[1];
+    TORCH_CHECK_INDEX(lo >= 0 && hi < num_rows, "rows must be in [0, ", num_rows, "), got values in [", lo, ", ",
+                      hi, "]");
+  }
+  at::Tensor out = at::empty({batch, dim}, cache.options().dtype(dtype));
+  if (out.numel() == 0) return out;
+
+  const at::Tensor row_idx = rows.contiguous();
+  AT_DISPATCH_SWITCH(cache_type, "gather_dequantize_cuda", TLE_CACHE_CASES([&] {
+    using cache_t = scalar_t;
+    AT_DISPATCH_SWITCH(dtype, "gather_dequantize_cuda",
+                       TLE_OUT_CASES([&] { launch_gather<cache_t, scalar_t>(cache, scales, row_idx, out); }));
+  }));
+  return out;
+}
+
+}  // namespace
+}  // namespace tlengine
+
+TORCH_LIBRARY_IMPL(tlengine, CUDA, m) {
+  m.impl("gather_dequantize", &tlengine::gather_dequantize_cuda);
+}
