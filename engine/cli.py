@@ -182,5 +182,90 @@ def doctor(as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--verbose", is_flag=True, help="Show the compiler's output.")
+@handle_errors
+def kernels(as_json: bool, verbose: bool) -> None:
+    """Build the fused C++/CUDA kernels if needed and report their status."""
+    from .kernels import build
+
+    build.load_extension(verbose=verbose)
+    report = build.status()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"extension: {'built (' + str(report['source']) + ')' if report['built'] else 'not built'}")
+    click.echo(f"CPU kernels: {'yes' if report['built'] else 'no (pure-PyTorch reference ops are used)'}")
+    click.echo(f"CUDA kernels compiled: {'yes' if report['cuda_compiled'] else 'no'}; "
+               f"CUDA device: {'yes' if report['cuda_available'] else 'no'}")
+    if report.get("build_dir"):
+        click.echo(f"build directory: {report['build_dir']}")
+    if report.get("error"):
+        click.echo(f"build error: {report['error']}")
+
+
+@main.group()
+def cache() -> None:
+    """List and remove feature caches (disk storage)."""
+
+
+@cache.command("ls")
+@click.option("--root", type=click.Path(path_type=Path), help="Cache folder (default: ~/.cache/tlengine/features).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def cache_ls(root: Path | None, as_json: bool) -> None:
+    """Each cache: digest, size, key fields, created, hits, completeness."""
+    from .cache import default_root, list_caches
+    from .cache.manage import format_size
+
+    rows = list_caches(root)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo(f"no feature caches in {root or default_root()}")
+        return
+    for r in rows:
+        key = r.get("key", {})
+        click.echo(f"{r['digest'][:12]}  {format_size(r['size'])}  {key.get('backbone')}  {key.get('dtype')}  "
+                   f"views={key.get('views')}  rows={r.get('rows_filled')}/{r.get('rows_total')}  "
+                   f"{'complete' if r.get('complete') else 'partial'}  hits={r.get('hits')}  created={r.get('created')}")
+
+
+@cache.command("rm")
+@click.argument("digests", nargs=-1)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every cache.")
+@click.option("--root", type=click.Path(path_type=Path), help="Cache folder (default: ~/.cache/tlengine/features).")
+@handle_errors
+def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> None:
+    """Remove caches by digest prefix (see `tlengine cache ls`), or --all."""
+    from .cache import remove_caches
+
+    if not digests and not remove_all:
+        raise TLEngineError("name the caches to remove by digest prefix (see `tlengine cache ls`), or pass --all")
+    for path in remove_caches(list(digests), root=root, all=remove_all):
+        click.echo(f"removed {path}")
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["kernels", "training", "all"]))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--quick", is_flag=True, help="Small sizes (seconds, for smoke tests).")
+@click.option("--out", type=click.Path(path_type=Path), help="Also write JSON and markdown here.")
+@handle_errors
+def bench(what: str, as_json: bool, quick: bool, out: Path | None) -> None:
+    """Fused ops vs eager vs torch.compile; cached vs naive feature-extraction training."""
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / "benchmarks" / "run.py").is_file():
+        raise TLEngineError(f"the benchmarks are not installed with this copy of tlengine (looked in {repo / 'benchmarks'}); "
+                            "run them from a source checkout")
+    sys.path.insert(0, str(repo))
+    from benchmarks.run import main as bench_main
+
+    argv = [what] + (["--json"] if as_json else []) + (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
+    sys.exit(bench_main(argv))
+
+
 if __name__ == "__main__":
     main()

@@ -51,6 +51,18 @@ class GradualUnfreezing(Strict):
     start_epoch: int = Field(1, ge=0, description="epochs of head-only training before the first block thaws")
 
 
+class CacheConfig(Strict):
+    """Feature cache of strategies with a frozen backbone (feature-extraction): the backbone
+    runs once per sample and view, later epochs train the head from the stored features."""
+
+    enabled: bool = Field(True, description="false = run the frozen backbone every epoch (the naive loop)")
+    storage: Literal["memory", "disk"] = Field("memory", description="memory (CPU/GPU tensor) or disk (memory-mapped, reused across runs)")
+    dtype: Literal["float32", "float16", "bfloat16", "int8"] = Field("float32", description="storage dtype; int8 keeps a per-row scale")
+    views: int = Field(1, ge=1, le=64, description="augmented views stored per training sample; each epoch draws one")
+    kernels: Literal["auto", "fused", "torch"] = Field("auto", description="fused C++/CUDA ops (auto: when built) or the pure-PyTorch reference ops")
+    root: str | None = Field(None, description="disk cache folder (default $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features)")
+
+
 class StrategyConfig(Strict):
     """One arm of the experiment: how the pretrained model is (or is not) used."""
 
@@ -62,6 +74,7 @@ class StrategyConfig(Strict):
     update_frozen_bn: bool = Field(False, description="let BatchNorm layers in frozen blocks update running stats")
     epochs: int | None = Field(None, ge=1, description="overrides train.epochs for this arm")
     lr: float | None = Field(None, gt=0.0, description="overrides train.lr for this arm")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="feature-extraction: the feature cache")
 
     @field_validator("unfreeze")
     @classmethod

@@ -48,8 +48,9 @@ def collect(manager: Any) -> dict[str, Any]:
         "compilers": {"c++": _version_of(["c++", "--version"]), "nvcc": _version_of(["nvcc", "--version"]),
                       "ninja": _version_of(["ninja", "--version"])},
         "extension": {"built": extension,
-                      "note": "tlengine._C is importable" if extension else
-                      "not built: the engine uses its pure-PyTorch code paths"},
+                      "note": "tlengine._C was built ahead of time" if extension else
+                      "not built ahead of time: the first feature-extraction run (or `tlengine kernels`) "
+                      "JIT-builds it; without a compiler the pure-PyTorch reference ops are used"},
         "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version,
                      "ok": p.error is None, "error": p.error} for p in manager.plugins],
         "weights": weights,

@@ -278,7 +278,7 @@ class Runner:
             "timings": {"total_seconds": round(total_seconds, 3),
                         **{f"{n}_seconds": round(r.seconds, 3) for n, r in results.items()},
                         **({"source_seconds": round(source.seconds, 3)} if source else {})},
-            "cache": None,
+            "cache": {n: r.cache for n, r in results.items() if r.cache} or None,
             "primary_metric": metric, "primary_arm": config.strategy.arm,
             "baseline_arm": config.baseline.arm if config.baseline else None,
             "arms": arms_json,
@@ -311,10 +311,10 @@ def _result_to_json(r: ArmResult) -> dict[str, Any]:
     return {"name": r.name, "strategy": r.strategy, "seconds": r.seconds, "epochs": r.epochs,
             "test": {"metrics": r.test.metrics, "details": r.test.details},
             "val": ({"metrics": r.val.metrics, "details": r.val.details} if r.val else None),
-            "history": r.history}
+            "history": r.history, "cache": r.cache}
 
 
 def _result_from_json(d: dict[str, Any]) -> ArmResult:
     val = Evaluation(d["val"]["metrics"], d["val"]["details"]) if d.get("val") else None
     return ArmResult(d["name"], d["strategy"], Evaluation(d["test"]["metrics"], d["test"]["details"]), val,
-                     d["seconds"], d["epochs"], d["history"])
+                     d["seconds"], d["epochs"], d["history"], d.get("cache"))

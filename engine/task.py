@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -117,6 +117,32 @@ class Task(ABC):
     def write_reports(self, run_dir: Path, arms: dict[str, Evaluation], info: dict[str, Any]) -> list[Path]:
         """Task-specific plots and tables for the test evaluations of each arm."""
         return []
+
+    # ------------------------------------------------------------------ feature cache
+    #: how cached training views are augmented; part of the cache key
+    cache_augmentation: ClassVar[str] = ""
+
+    @property
+    def supports_feature_cache(self) -> bool:
+        """True when the task implements the three methods below."""
+        return type(self).extraction_batches is not Task.extraction_batches
+
+    def targets(self, dataset: Dataset) -> torch.Tensor:
+        """The targets of every sample of ``dataset``, without decoding inputs ([N] for labels)."""
+        raise NotImplementedError
+
+    def dataset_fingerprint(self, dataset: Dataset) -> str:
+        """A string that changes whenever the samples of ``dataset`` change (cache key part)."""
+        raise NotImplementedError
+
+    def extraction_batches(self, dataset: Dataset, *, indices: torch.Tensor, view: int, seed: int, batch_size: int,
+                           preprocessing: dict[str, Any], kernels: str, train: bool
+                           ) -> Iterator[tuple[Any, torch.Tensor]]:
+        """Backbone-ready inputs for the samples ``indices`` of ``dataset`` under augmented
+        view ``view`` (0 = the plain eval view; others deterministic in (seed, sample, view)),
+        as ``(inputs, sample_indices)`` batches. ``kernels`` is "auto", "fused" or "torch";
+        ``train`` says whether these are training views (which may be cut from a larger base)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ inference
     def predict(self, model: "TransferModel", files: Sequence[Path], info: dict[str, Any], *,

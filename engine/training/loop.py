@@ -22,6 +22,7 @@ from ..model import TransferModel
 from ..strategies import Strategy
 from ..task import Evaluation, Task, TaskData
 from . import checkpoint
+from .feature_cache import CachedFeatures
 from .optim import LRSchedule, build_optimizer
 from .progress import progress_bar
 from .seeding import derive_seed, rng_state, seed_everything, set_rng_state
@@ -48,6 +49,7 @@ class ArmResult:
     seconds: float
     epochs: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    cache: dict[str, Any] | None = None  # feature-cache statistics when the arm used one
 
 
 def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], torch.amp.GradScaler | None]:
@@ -87,6 +89,15 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path,
                           warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
     autocast, scaler = autocast_for(device, cfg.amp)
 
+    cached = None
+    if strategy.frozen_backbone and strategy.config.cache.enabled and task.supports_feature_cache:
+        strategy.apply(model, 1)
+        cached = CachedFeatures(task, model, arm.data, strategy.config.cache, device=device, seed=arm.seed,
+                                batch_size=cfg.batch_size)
+        cached.prepare()  # the frozen backbone runs here, once; epochs below train the head only
+    net = cached.head if cached is not None else model
+    val_data = cached.eval_dataset("val") if cached is not None else arm.data.val
+
     start_epoch, history, seconds = 1, [], 0.0
     if resume and state_path.exists():
         meta = checkpoint.load_training_state(state_path, model=model, optimizer=optimizer)
@@ -100,14 +111,17 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path,
         seed_everything(epoch_seed)
         trainable = strategy.apply(model, epoch)
         strategy.train_mode(model)
-        loader = task.loader(arm.data.train, batch_size=cfg.batch_size, shuffle=True, seed=epoch_seed,
-                             num_workers=num_workers)
+        if cached is not None:
+            loader = cached.train_loader(epoch, batch_size=cfg.batch_size, seed=epoch_seed)
+        else:
+            loader = task.loader(arm.data.train, batch_size=cfg.batch_size, shuffle=True, seed=epoch_seed,
+                                 num_workers=num_workers)
         total_loss, seen = 0.0, 0
         desc = f"{label or arm.name} epoch {epoch}/{cfg.epochs}"
         for batch in progress_bar(loader, desc=desc, total=len(loader)):
             inputs, targets = task.move_to(batch, device)
             with autocast():
-                loss = task.training_loss(model, inputs, targets)
+                loss = task.training_loss(net, inputs, targets)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -129,8 +143,8 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path,
         record: dict[str, Any] = {"arm": arm.name, "epoch": epoch, "train_loss": total_loss / max(seen, 1),
                                   "lr": optimizer.param_groups[0]["lr"],
                                   "trainable_blocks": len(trainable)}
-        if len(arm.data.val):
-            val = evaluate(task, model, arm.data.val, arm.data.info, batch_size=cfg.batch_size, device=device,
+        if len(val_data):
+            val = evaluate(task, net, val_data, arm.data.info, batch_size=cfg.batch_size, device=device,
                            num_workers=num_workers)
             record.update({f"val_{k}": v for k, v in val.metrics.items()})
         epoch_seconds = time.perf_counter() - t0
@@ -143,11 +157,17 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path,
         on_epoch(record)
 
     strategy.apply(model, cfg.epochs)
-    val_eval = (evaluate(task, model, arm.data.val, arm.data.info, batch_size=cfg.batch_size, device=device,
-                         num_workers=num_workers) if len(arm.data.val) else None)
-    test_eval = evaluate(task, model, arm.data.test, arm.data.info, batch_size=cfg.batch_size, device=device,
+    test_data = cached.eval_dataset("test") if cached is not None else arm.data.test
+    val_eval = (evaluate(task, net, val_data, arm.data.info, batch_size=cfg.batch_size, device=device,
+                         num_workers=num_workers) if len(val_data) else None)
+    test_eval = evaluate(task, net, test_data, arm.data.info, batch_size=cfg.batch_size, device=device,
                          num_workers=num_workers)
-    return ArmResult(arm.name, strategy.name, test_eval, val_eval, seconds, cfg.epochs, history)
+    cache_stats = None
+    if cached is not None:
+        cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}
+        cached.close()
+    return ArmResult(arm.name, strategy.name, test_eval, val_eval, seconds + (cached.extraction_seconds if cached else 0.0),
+                     cfg.epochs, history, cache_stats)
 
 
 def _batch_size(targets: Any) -> int:

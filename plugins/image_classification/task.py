@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from tlengine.config import DataConfig, ModelConfig
 from tlengine.data import split_indices
@@ -19,6 +19,7 @@ from tlengine.task import Evaluation, Task, TaskData
 from tlengine.training.metrics import classification_metrics
 
 from .datasets import verify_images
+from . import extraction
 from .datasets import open_image
 from .transforms import ImageDataset, build_transforms
 
@@ -107,6 +108,21 @@ class ImageClassificationTask(Task):
                 path = run_dir / "arms" / arm / "per_class.md"
                 path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return written
+
+    # ------------------------------------------------------------------ feature cache
+    cache_augmentation = extraction.AUGMENTATION
+
+    def targets(self, dataset: Dataset) -> torch.Tensor:
+        return extraction.targets(dataset)
+
+    def dataset_fingerprint(self, dataset: Dataset) -> str:
+        return extraction.fingerprint(dataset)
+
+    def extraction_batches(self, dataset: Dataset, *, indices: torch.Tensor, view: int, seed: int,
+                           batch_size: int, preprocessing: dict[str, Any], kernels: str, train: bool
+                           ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return extraction.extraction_batches(dataset, indices=indices, view=view, seed=seed, batch_size=batch_size,
+                                             preprocessing=preprocessing, kernels=kernels, train=train)
 
     # ------------------------------------------------------------------ inference
     def predict(self, model: TransferModel, files: Sequence[Path], info: dict[str, Any], *, top_k: int = 3,

@@ -1,0 +1,127 @@
+"""Inputs for the feature cache: uint8 base images -> fused crop/mirror/normalise.
+
+Each sample is decoded and resized once into a square uint8 base image ``[S,S,3]``; the
+``normalize_images`` op then crops the model's ``input_size`` window, mirrors it and
+normalises it into ``[B,3,input,input]`` in one pass. View 0 is the centre crop without
+mirroring (for val/test it equals the eval transform); training views >= 1 take a random
+crop position and mirror flag, fixed by (seed, sample, view) so a cache can be rebuilt or
+resumed to the same contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from tlengine.kernels import ops_for
+from tlengine.training.seeding import derive_seed
+
+from .datasets import ImageItem, open_image
+from .transforms import DEFAULT_CROP_PCT, to_rgb
+
+#: training views are cut from a base this much larger than the input (ImageNet's 256/224)
+TRAIN_BASE_CROP_PCT = 0.875
+AUGMENTATION = "centre view 0; views >= 1: random crop of input_size from a base of input_size/0.875, random mirror"
+
+
+def base_size(preprocessing: dict[str, Any], *, train: bool) -> int:
+    """Side S of the square uint8 base image the crop windows are cut from."""
+    size = int(preprocessing["input_size"])
+    crop_pct = float(preprocessing.get("crop_pct") or DEFAULT_CROP_PCT)
+    if train:
+        crop_pct = min(crop_pct, TRAIN_BASE_CROP_PCT)
+    return max(size, math.floor(size / crop_pct))
+
+
+class BaseImages(Dataset):
+    """``items[indices[i]]`` as uint8 ``[S,S,3]``: shorter side resized to S, centre square."""
+
+    def __init__(self, items: Sequence[tuple[ImageItem, int]], indices: Sequence[int], size: int, interpolation: str):
+        self.items, self.indices, self.size = items, list(indices), size
+        self.resample = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}.get(interpolation, Image.BILINEAR)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        item, _ = self.items[self.indices[i]]
+        image = to_rgb(item if isinstance(item, Image.Image) else open_image(Path(item)))
+        w, h = image.size
+        scale = self.size / min(w, h)
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        image = image.resize((nw, nh), self.resample, reducing_gap=None)
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        image = image.crop((left, top, left + self.size, top + self.size))
+        return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+
+
+def unwrap(dataset: Dataset) -> tuple[Any, list[int]]:
+    """(ImageDataset, indices into it) for a Subset of an ImageDataset."""
+    if isinstance(dataset, Subset):
+        return dataset.dataset, list(dataset.indices)
+    return dataset, list(range(len(dataset)))
+
+
+def targets(dataset: Dataset) -> torch.Tensor:
+    base, indices = unwrap(dataset)
+    labels = base.labels
+    return torch.tensor([labels[i] for i in indices], dtype=torch.int64)
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """Changes when any sample's file (path, size, mtime) or in-memory pixels change."""
+    base, indices = unwrap(dataset)
+    h = hashlib.blake2b(digest_size=16)
+    for i in indices:
+        item, label = base.items[i]
+        if isinstance(item, Image.Image):
+            h.update(f"{item.mode}{item.size}".encode())
+            h.update(item.tobytes())
+        else:
+            st = Path(item).stat()
+            h.update(f"{item}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"|{label};".encode())
+    return h.hexdigest()
+
+
+def view_params(samples: torch.Tensor, view: int, seed: int, base: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offsets int64 [B,2], mirror bool [B]) of ``view`` for each sample index."""
+    n = samples.numel()
+    if view == 0:
+        centre = (base - size) // 2
+        return torch.full((n, 2), centre, dtype=torch.int64), torch.zeros(n, dtype=torch.bool)
+    offsets = torch.empty((n, 2), dtype=torch.int64)
+    mirror = torch.empty(n, dtype=torch.bool)
+    for j, s in enumerate(samples.tolist()):
+        g = torch.Generator().manual_seed(derive_seed(seed, "view", s, view))
+        offsets[j] = torch.randint(0, base - size + 1, (2,), generator=g)
+        mirror[j] = bool(torch.randint(0, 2, (1,), generator=g))
+    return offsets, mirror
+
+
+def extraction_batches(dataset: Dataset, *, indices: torch.Tensor, view: int, seed: int, batch_size: int,
+                       preprocessing: dict[str, Any], kernels: str, train: bool
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised ``[B,3,input,input]`` float32 batches of the samples ``indices``."""
+    base_ds, positions = unwrap(dataset)
+    size = int(preprocessing["input_size"])
+    base = base_size(preprocessing, train=train)
+    chosen = [positions[i] for i in indices.tolist()]
+    images = BaseImages(base_ds.items, chosen, base, str(preprocessing.get("interpolation", "bilinear")))
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=0)
+    ops = ops_for(kernels)
+    mean = [float(m) for m in preprocessing["mean"]]
+    std = [float(s) for s in preprocessing["std"]]
+    start = 0
+    for batch in loader:
+        sample_idx = indices[start:start + batch.shape[0]]
+        start += batch.shape[0]
+        offsets, mirror = view_params(sample_idx, view, seed, base, size)
+        yield ops.normalize_images(batch, offsets, mirror, size, size, mean, std, torch.float32), sample_idx
