@@ -112,6 +112,8 @@ def test_tiny_cnn_width_and_defaults() -> None:
     assert bb.preprocessing["input_size"] == 64 and bb.preprocessing["std"] == [0.25] * 3
     with torch.no_grad():
         assert tuple(bb.module.eval()(torch.randn(2, 3, 32, 32)).shape) == (2, 64)
+        for size in (1, 7, 13, 64):  # the max-pools round up, so any size works
+            assert tuple(bb.module(torch.randn(1, 3, size, size)).shape) == (1, 64)
 
 
 def test_input_size_override_and_fixed_sizes() -> None:

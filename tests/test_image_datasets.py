@@ -88,6 +88,48 @@ def test_generate_is_fast():
     assert time.perf_counter() - start < 3.0  # 200 images; well under a second normally
 
 
+def test_style_switches_default_to_the_full_difficulty():
+    a = generate(["circle", "heart"], per_class=3, size=32, seed=4)
+    b = generate(["circle", "heart"], per_class=3, size=32, seed=4,
+                 background="textured", distractors=True, noise=8.0)
+    assert all(np.array_equal(pixels(x), pixels(y)) for (x, _), (y, _) in zip(a, b))
+
+
+def test_plain_clean_images_are_one_flat_colour_around_the_shape():
+    for im, _ in generate(list(SHAPES), per_class=2, size=48, seed=1,
+                          background="plain", distractors=False, noise=0):
+        p = pixels(im).reshape(-1, 3)
+        corner = p[0]  # a corner is never covered by the shape (it stays inside its circle)
+        flat = np.all(p == corner, axis=1).mean()
+        assert 0.4 < flat < 0.99, flat  # the background, i.e. everything but the shape
+
+
+def test_style_switches_change_only_what_they_paint():
+    # Every random value is drawn in every style, so the shape (placement and fill colour)
+    # is the same: the plain and the textured version agree on the shape's pixels.
+    kw = dict(per_class=4, size=48, seed=3, distractors=False, noise=0)
+    for (t, _), (p, _) in zip(generate(["square", "star"], background="textured", **kw),
+                              generate(["square", "star"], background="plain", **kw)):
+        same = np.all(pixels(t) == pixels(p), axis=2).mean()
+        assert 0.02 < same < 0.9, same
+    # Noise and distractors change pixels but not the image's layout.
+    clean = generate(["ring"], per_class=1, size=48, seed=3, background="plain", distractors=False, noise=0)
+    noisy = generate(["ring"], per_class=1, size=48, seed=3, background="plain", distractors=False, noise=8)
+    diff = pixels(noisy[0][0]).astype(int) - pixels(clean[0][0]).astype(int)
+    assert 0 < np.abs(diff).mean() < 10
+
+
+def test_style_switches_are_validated():
+    with pytest.raises(ValueError, match="background must be one of textured, plain"):
+        generate(["circle"], per_class=1, size=32, seed=0, background="wavy")
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        render_shape_image("circle", size=32, rng=np.random.default_rng(0), noise=-1)
+    with pytest.raises(ValidationError):
+        SyntheticShapesArgs(background="wavy")
+    with pytest.raises(ValidationError):
+        SyntheticShapesArgs(noise=-1)
+
+
 # --------------------------------------------------------------------------- synthetic-shapes spec
 def test_synthetic_shapes_defaults_and_labels(tmp_path):
     samples = SYNTHETIC_SHAPES.build(SyntheticShapesArgs(per_class=5, size=32), tmp_path)
@@ -97,6 +139,10 @@ def test_synthetic_shapes_defaults_and_labels(tmp_path):
     assert all(isinstance(im, Image.Image) and im.size == (32, 32) for im, _ in samples.items)
     assert samples.source == "synthetic-shapes (4 classes x 5 images, 32px, seed 0)"
     assert samples.eval_crop_pct == 1.0
+    plain = SYNTHETIC_SHAPES.build(SyntheticShapesArgs(classes=2, per_class=1, size=32, background="plain",
+                                                       distractors=False, noise=0), tmp_path)
+    assert plain.source == ("synthetic-shapes (2 classes x 1 image, 32px, seed 0, plain background, "
+                            "no distractors, noise 0)")
 
 
 def test_synthetic_shapes_args():

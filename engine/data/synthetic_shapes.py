@@ -16,6 +16,14 @@ second per core or better), which makes it the dataset of the quickstart and the
 
 Each sample has its own random generator seeded by ``(seed, shape, sample index)``, so a
 sample does not change when ``per_class`` grows or other shapes are added or removed.
+
+Three switches make the images easier (for experiments and for telling whether a model
+fails because of the nuisances or for another reason); the defaults are the full
+difficulty described above: ``background="textured" | "plain"``, ``distractors=True``
+and ``noise=8.0`` (the largest pixel-noise standard deviation, 0-255 scale)::
+
+    >>> clean = generate(["circle", "square"], per_class=10, size=64, seed=0,
+    ...                  background="plain", distractors=False, noise=0)
 """
 
 from __future__ import annotations
@@ -28,13 +36,16 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPES", "render_shape_image", "generate", "contact_sheet"]
+__all__ = ["SHAPES", "BACKGROUNDS", "render_shape_image", "generate", "contact_sheet"]
 
 #: Every shape this module can draw; the first four are the easiest to tell apart.
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "cross", "hexagon",
     "ring", "diamond", "pentagon", "heart", "arrow", "crescent",
 )
+
+#: Background styles: two colours mixed by a random texture, or one flat colour.
+BACKGROUNDS: tuple[str, ...] = ("textured", "plain")
 
 # Shape size and how strongly the shape must stand out from the background.
 _MIN_SCALE, _MAX_SCALE = 0.35, 0.8
@@ -158,31 +169,56 @@ def _shape_colour(bg: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndar
 
 
 # ----------------------------------------------------------------------- rendering
-def render_shape_image(shape: str, *, size: int, rng: np.random.Generator) -> Image.Image:
+def _check_style(background: str, noise: float) -> None:
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got '{background}'")
+    if not noise >= 0:  # also rejects NaN
+        raise ValueError(f"noise must be >= 0, got {noise}")
+
+
+def render_shape_image(shape: str, *, size: int, rng: np.random.Generator,
+                       background: str = "textured", distractors: bool = True,
+                       noise: float = 8.0) -> Image.Image:
     """Draw one ``size`` x ``size`` RGB image of ``shape`` using only ``rng`` for randomness.
 
     Background colours, texture, shape colour, scale, position, rotation and distractor
     blobs are all drawn from ``rng``; the same generator state gives the same pixels.
+
+    background: "textured" (two colours mixed by a random texture) or "plain" (the first
+        of those colours only).
+    distractors: draw the 0-3 soft blobs behind the shape.
+    noise: the pixel noise's standard deviation is drawn uniformly from [0, noise]
+        (0-255 scale); 0 turns it off.
+
+    These switches only decide what is *painted*: every random value is drawn whatever
+    they are, so the same ``rng`` state gives the same shape, colours and placement in
+    every style (switching distractors off removes the blobs and changes nothing else).
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown shape '{shape}'; known: {', '.join(SHAPES)}")
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
+    _check_style(background, noise)
 
     # Background: two colours of moderate contrast mixed by a texture field.
     c1 = rng.uniform(0, 255, 3)
     c2 = np.clip(c1 + rng.uniform(-100, 100, 3), 0, 255)
     kind = ("noise", "stripes", "checker", "gradient")[int(rng.integers(4))]
     t = _blend_field(kind, size, rng)[..., None]
-    img = c1 + t * (c2 - c1)  # [size, size, 3] float
+    if background == "textured":
+        img = c1 + t * (c2 - c1)  # [size, size, 3] float
+    else:  # plain: the first colour only (the texture was still drawn, see the note above)
+        img = np.broadcast_to(c1, (size, size, 3)).astype(np.float64)
 
     # Soft distractor blobs behind the shape (blurry, so they never look like a shape).
     y, x = _grid(size)
     for _ in range(int(rng.integers(0, 4))):
         by, bx = rng.uniform(0, 1, 2)
         sigma = rng.uniform(0.03, 0.08)
-        alpha = 0.8 * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / (2 * sigma ** 2))[..., None]
-        img = img * (1 - alpha) + rng.uniform(0, 255, 3) * alpha
+        colour = rng.uniform(0, 255, 3)
+        if distractors:
+            alpha = 0.8 * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / (2 * sigma ** 2))[..., None]
+            img = img * (1 - alpha) + colour * alpha
 
     # Shape mask, drawn at 2-4x resolution and box-filtered down for smooth edges.
     ss = 4 if size <= 128 else 2
@@ -203,7 +239,7 @@ def render_shape_image(shape: str, *, size: int, rng: np.random.Generator) -> Im
     fill = s1 + _blend_field("gradient", size, rng)[..., None] * (s2 - s1)
     img = img * (1 - alpha) + fill * alpha
 
-    img = img + rng.normal(0, rng.uniform(0, 8), img.shape)
+    img = img + rng.normal(0, rng.uniform(0, noise), img.shape)
     return Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), mode="RGB")
 
 
@@ -219,24 +255,29 @@ def _seed_words(seed: int) -> tuple[int, int]:
     return s & 0xFFFFFFFF, s >> 32
 
 
-def generate(shapes: Sequence[str], per_class: int, size: int, seed: int
+def generate(shapes: Sequence[str], per_class: int, size: int, seed: int, *,
+             background: str = "textured", distractors: bool = True, noise: float = 8.0
              ) -> list[tuple[Image.Image, int]]:
     """``per_class`` images of each shape as ``(PIL RGB image, label)``.
 
     The label is the index of the shape in ``shapes``. Samples are ordered class by
-    class. Sample ``i`` of shape ``s`` depends only on ``(seed, s, i, size)``.
+    class. Sample ``i`` of shape ``s`` depends only on ``(seed, s, i, size)`` and the
+    style switches ``background``, ``distractors`` and ``noise`` (see
+    :func:`render_shape_image`).
     """
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         raise ValueError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(SHAPES)}")
     if len(set(shapes)) != len(shapes):
         raise ValueError(f"shapes are listed more than once: {', '.join(shapes)}")
+    _check_style(background, noise)
     out: list[tuple[Image.Image, int]] = []
     for label, shape in enumerate(shapes):
         key = _shape_key(shape)
         for i in range(per_class):
             rng = np.random.default_rng([*_seed_words(seed), key, i])
-            out.append((render_shape_image(shape, size=size, rng=rng), label))
+            out.append((render_shape_image(shape, size=size, rng=rng, background=background,
+                                           distractors=distractors, noise=noise), label))
     return out
 
 

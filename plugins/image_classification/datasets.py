@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -154,6 +154,13 @@ class SyntheticShapesArgs(BaseModel):
     per_class: int = Field(40, ge=1, description="images generated per class")
     size: int = Field(64, ge=16, le=512, description="image side in pixels")
     seed: int = Field(0, description="generator seed; same seed -> same images")
+    # Style switches (defaults: the full difficulty). They only change what is painted, so
+    # the same seed gives the same shapes, colours and placement in every style.
+    background: Literal["textured", "plain"] = Field(
+        "textured", description="textured: two colours mixed by a random texture; plain: one flat colour")
+    distractors: bool = Field(True, description="draw 0-3 soft blobs behind the shape")
+    noise: float = Field(8.0, ge=0.0, le=255.0,
+                         description="largest pixel-noise standard deviation (0-255 scale); 0 = none")
 
     @field_validator("shapes")
     @classmethod
@@ -183,12 +190,17 @@ class SyntheticShapesArgs(BaseModel):
 def build_synthetic_shapes(args: SyntheticShapesArgs, root: Path) -> ImageSamples:
     """Generate the images in memory (``root`` is unused: nothing is read)."""
     names = args.shape_names()
-    items: list[tuple[ImageItem, int]] = list(generate(names, args.per_class, args.size, args.seed))
+    items: list[tuple[ImageItem, int]] = list(generate(
+        names, args.per_class, args.size, args.seed,
+        background=args.background, distractors=args.distractors, noise=args.noise))
+    style = [f"{args.background} background"] if args.background != "textured" else []
+    style += [] if args.distractors else ["no distractors"]
+    style += [f"noise {args.noise:g}"] if args.noise != SyntheticShapesArgs.model_fields["noise"].default else []
     return ImageSamples(
         items=items,
         classes=names,
         source=(f"synthetic-shapes ({_plural(len(names), 'class')} x {_plural(args.per_class, 'image')}, "
-                f"{args.size}px, seed {args.seed})"),
+                f"{args.size}px, seed {args.seed}{''.join(', ' + x for x in style)})"),
         eval_crop_pct=1.0,
     )
 

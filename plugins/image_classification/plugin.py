@@ -15,7 +15,7 @@ PIPELINES_DIR = Path(__file__).parent / "pipelines"
 PIPELINES = {
     "quickstart": "ImageNet EfficientNet-Lite0 -> 5 new shape classes from 16 images each: "
                   "feature-extraction and fine-tune vs scratch (needs the [pretrained] extra)",
-    "sequential-shapes": "train a source model on 6 shapes, transfer it to 4 unseen shapes with little data, "
+    "sequential-shapes": "train a source model on 6 shapes, transfer it to 4 unseen shapes from 12 images each, "
                          "vs scratch (core install only)",
 }
 
