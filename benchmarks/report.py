@@ -1,0 +1,177 @@
+"""Benchmark results -> markdown tables and files (JSON + markdown side by side)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+KERNEL_TARGET_VS_EAGER = 2.0    # each fused op >= 2x faster than its eager reference
+KERNEL_TARGET_VS_COMPILE = 1.0  # ... and not slower than torch.compile of the reference
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)
+
+
+def _x(value: Any) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def kernel_targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per op: the worst speed-ups over its rows and whether the targets are met (reported only)."""
+    out: dict[str, dict[str, Any]] = {}
+    for op in dict.fromkeys(r["op"] for r in rows):
+        mine = [r for r in rows if r["op"] == op]
+        vs_eager = [r["speedup_vs_eager"] for r in mine if r.get("speedup_vs_eager") is not None]
+        vs_compile = [r["speedup_vs_compile"] for r in mine if r.get("speedup_vs_compile") is not None]
+        out[op] = {
+            "rows": len(mine),
+            "min_speedup_vs_eager": min(vs_eager) if vs_eager else None,
+            "min_speedup_vs_compile": min(vs_compile) if vs_compile else None,
+            "vs_eager_met": (min(vs_eager) >= KERNEL_TARGET_VS_EAGER) if len(vs_eager) == len(mine) else None,
+            "vs_compile_met": (min(vs_compile) >= KERNEL_TARGET_VS_COMPILE) if len(vs_compile) == len(mine) else None,
+        }
+    return out
+
+
+def _kernel_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Kernels: fused op vs eager reference vs torch.compile(reference)", ""]
+    meta = result.get("kernels", result)
+    lines.append(f"Median of repeated runs (torch.utils.benchmark, {meta.get('threads', result.get('threads'))} threads); "
+                 "GB/s = bytes the op must read + write / median time of the fused op; copy GB/s = plain "
+                 "`copy_` of the same bytes on the same device (the ceiling). Buffers >= "
+                 f"{_num((meta.get('llc_bytes') or 0) / 2**20)} MiB LLC x 3 per call or per rotation of calls.")
+    lines.append("")
+    multi_device = len({r.get("device", "") for r in rows}) > 1
+    header = (["device"] if multi_device else []) + [
+        "op", "shape", "dtype", "fused ms", "eager ms", "compile ms", "vs eager", "vs compile", "GB/s",
+        "copy GB/s", "% of copy"]
+    if any(r.get("pct_of_peak") is not None for r in rows):
+        header.append("% of peak")
+    body = []
+    for r in rows:
+        cells = ([r.get("device", "")] if multi_device else []) + [
+            f"`{r['op']}`", r["shape"], r["dtype"], _num(r.get("fused_ms")), _num(r.get("eager_ms")),
+            _num(r.get("compile_ms")) if r.get("compile_ms") is not None else ("error" if r.get("compile_error") else "—"),
+            _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_compile")), _num(r.get("gbps")),
+            _num(r.get("copy_gbps")), _num(r.get("pct_of_copy"))]
+        if "% of peak" in header:
+            cells.append(_num(r.get("pct_of_peak")))
+        body.append(cells)
+    lines += _table(header, body)
+    lines.append("")
+    targets = kernel_targets(rows)
+    lines.append(f"Targets (reported, not asserted): fused >= {KERNEL_TARGET_VS_EAGER:g}x eager and "
+                 f">= {KERNEL_TARGET_VS_COMPILE:g}x torch.compile on every row.")
+    lines.append("")
+    for op, t in targets.items():
+        lines.append(f"- `{op}`: worst vs eager {_x(t['min_speedup_vs_eager'])} ({_met(t['vs_eager_met'])}), "
+                     f"worst vs compile {_x(t['min_speedup_vs_compile'])} ({_met(t['vs_compile_met'])})")
+    notes = []
+    if not meta.get("fused_available", True):
+        notes.append(f"fused column empty: {meta.get('fused_note')}")
+    for r in rows:
+        if r.get("compile_error"):
+            notes.append(f"torch.compile failed for `{r['op']}` {r['shape']} {r['dtype']}: {r['compile_error']}")
+        if r.get("fused_error"):
+            notes.append(f"fused op failed for `{r['op']}` {r['shape']} {r['dtype']}: {r['fused_error']}")
+        err = r.get("fused_max_abs_err")
+        if err is not None and err > _tolerance(r):
+            notes.append(f"fused result differs from the reference for `{r['op']}` {r['shape']} {r['dtype']}: "
+                         f"max |diff| = {err:.3g}")
+    pool_note = next((r.get("note", "").split(";")[0] for r in rows if r["op"] == "pool_quantize_scatter"), "")
+    if pool_note:
+        notes.append(f"`pool_quantize_scatter`: {pool_note}")
+    if meta.get("busy_warning"):
+        notes.append(meta["busy_warning"])
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)]
+    lines.append("")
+    return lines
+
+
+def _tolerance(row: dict[str, Any]) -> float:
+    """Loose bound: differences beyond it are worth a note (float rounding stays well under)."""
+    dt = row.get("out_dtype") or row.get("dtype")
+    if row["op"] == "pool_quantize_scatter" and row.get("dtype") == "int8":
+        return 0.05  # one quantisation step of a unit-scale row
+    return {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}.get(dt, 1e-2)
+
+
+def _met(flag: Any) -> str:
+    return "n/a" if flag is None else ("met" if flag else "NOT met")
+
+
+def _training_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    meta = result.get("training", result)
+    lines = ["## Training: feature extraction, naive vs cached", ""]
+    lines.append(f"Pipeline `{Path(meta.get('pipeline', '')).name}` through `tlengine run`, one process per arm; "
+                 "seconds = the arm's time in metrics.json (cached arms include building the cache), "
+                 "accuracy = final test accuracy.")
+    lines.append("")
+    body = []
+    for r in rows:
+        body.append([r["arm"], str(r.get("epochs")), _num(r.get("seconds")), _x(r.get("speedup_vs_naive")),
+                     _num(r.get("accuracy"), 4), _num(r.get("accuracy_delta_points")),
+                     _num(r.get("extraction_seconds")), _num(r.get("wall_seconds"))])
+    lines += _table(["arm", "epochs", "seconds", "speed-up vs naive", "accuracy", "Δ acc (points)",
+                     "cache build s", "wall s (process)"], body)
+    lines.append("")
+    notes = [f"`{r['arm']}`: {r['error']}" for r in rows if r.get("error")]
+    notes += [f"`{r['arm']}`: {r['note']}" for r in rows if r.get("note")]
+    if meta.get("busy_warning"):
+        notes.append(meta["busy_warning"])
+    targets = meta.get("targets") or {}
+    for arm, t in targets.items():
+        notes.append(f"target `{arm}` >= {t['speedup_target']:g}x naive: {_met(t['speedup_met'])}; accuracy within "
+                     f"{t['accuracy_points_target']:g} point: {_met(t['accuracy_met'])}"
+                     + ("" if t.get("comparable", True) else " (not 10 epochs: not comparable with the target)"))
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    return lines
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """Kernel and/or training tables for a result of kernels, training or all."""
+    rows = result.get("rows", [])
+    kernel_rows = [r for r in rows if r.get("kind") == "kernel" or ("op" in r and "arm" not in r)]
+    training_rows = [r for r in rows if r.get("kind") == "training" or ("arm" in r and "op" not in r)]
+    hw = result.get("hardware") or (result.get("kernels") or {}).get("hardware")
+    head = [f"# tlengine benchmarks", "",
+            f"device {result.get('device')}" + (f" ({hw})" if hw else "") + f", {result.get('threads')} threads, "
+            f"torch {result.get('torch')}" + (", QUICK sizes (smoke test, not for comparison)" if result.get("quick") else ""),
+            ""]
+    out = head
+    if kernel_rows:
+        out += _kernel_section(result, kernel_rows)
+    if training_rows:
+        out += _training_section(result, training_rows)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_results(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``<kind>.json`` and ``<kind>.md`` into out_dir; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = result.get("kind") or "bench"
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    md_path.write_text(to_markdown(result), encoding="utf-8")
+    return json_path, md_path

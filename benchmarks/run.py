@@ -1,0 +1,103 @@
+"""``python -m benchmarks.run kernels|training|all [--json] [--quick] [--out DIR]``.
+
+Also the body of ``tlengine bench``: :func:`main` puts the repository root on ``sys.path``
+first, so it works from any working directory (and as ``python benchmarks/run.py``).
+Progress goes to stderr; stdout gets the markdown tables, or with ``--json`` exactly one
+JSON object ``{"device", "threads", "torch", "rows": [...], ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+
+def _echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["kernels", "training", "all"])
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of markdown")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not numbers")
+    p.add_argument("--out", type=Path, help="also write <kind>.json and <kind>.md into this folder")
+    p.add_argument("--device", default="auto",
+                   help="kernels: cpu, cuda, cuda:N, or auto = CPU and, when present, CUDA (default)")
+    p.add_argument("--epochs", type=int, default=None, help="training: epochs per arm (default 10; quick: 2)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="training: keep the three run directories here (default: a temporary folder)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch.get_num_threads(), i.e. all cores); e.g. 1 on a shared machine")
+    p.add_argument("--no-compile", action="store_true", help="kernels: skip torch.compile of the references")
+    return p
+
+
+def _kernels(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from benchmarks.kernels import run_kernel_benchmarks
+
+    if args.device == "auto":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        devices = [args.device]
+    results = [run_kernel_benchmarks(device=d, quick=args.quick, compile=not args.no_compile, echo=_echo)
+               for d in devices]
+    if len(results) == 1:
+        return results[0]
+    merged = {k: v for k, v in results[0].items() if k != "rows"}
+    merged["device"] = ",".join(r["device"] for r in results)
+    merged["per_device"] = [{k: v for k, v in r.items() if k != "rows"} for r in results]
+    merged["rows"] = [row for r in results for row in r["rows"]]
+    return merged
+
+
+def _training(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.training import run_training_benchmark
+
+    epochs = args.epochs or (2 if args.quick else 10)
+    return run_training_benchmark(epochs=epochs, quick=args.quick, output_dir=args.runs_dir, threads=args.threads,
+                                  echo=_echo)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.what == "kernels":
+        return _kernels(args)
+    if args.what == "training":
+        return _training(args)
+    kernels, training = _kernels(args), _training(args)
+    strip = lambda r: {k: v for k, v in r.items() if k != "rows"}  # noqa: E731
+    return {"kind": "all", "device": kernels["device"], "threads": kernels["threads"], "torch": kernels["torch"],
+            "hardware": kernels.get("hardware"), "quick": args.quick,
+            "kernels": strip(kernels), "training": strip(training), "rows": kernels["rows"] + training["rows"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from benchmarks.report import to_markdown, write_results
+
+    result = run(args)
+    if args.out:
+        json_path, md_path = write_results(result, args.out)
+        _echo(f"wrote {json_path} and {md_path}")
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(to_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""End-to-end benchmark: feature-extraction training naive vs cached (pure-PyTorch ops)
+vs cached (fused ops), through the real CLI.
+
+One pipeline (``benchmarks/pipelines/fe_bench.yaml``) is run three times as a user would,
+``python -m tlengine run PIPELINE OVERRIDES --output DIR``, each arm in its own process (so
+no arm inherits another's warm page cache, loaded weights or compiled kernels):
+
+=============  ================================  ========================================
+arm            override                          what runs every epoch
+=============  ================================  ========================================
+naive          ``strategy.cache.enabled=false``  frozen backbone forward + head
+cached-torch   ``strategy.cache.kernels=torch``  head only, features from the cache
+cached-fused   ``strategy.cache.kernels=fused``  head only, cache built/read by fused ops
+=============  ================================  ========================================
+
+``seconds`` is the arm's own time from ``metrics.json`` (``arms[<arm>].seconds``: for a
+cached arm it includes building the cache); ``wall_seconds`` adds process start-up, model
+and data preparation. ``accuracy`` is the test accuracy of the final model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from benchmarks.machine import OtherLoad
+
+PIPELINE = Path(__file__).resolve().parent / "pipelines" / "fe_bench.yaml"
+REPO = Path(__file__).resolve().parents[1]
+
+ARMS: dict[str, list[str]] = {
+    "naive": ["strategy.cache.enabled=false"],
+    "cached-torch": ["strategy.cache.enabled=true", "strategy.cache.kernels=torch"],
+    "cached-fused": ["strategy.cache.enabled=true", "strategy.cache.kernels=fused"],
+}
+
+#: quick mode (tests, CI): the same pipeline on a tiny dataset at 64 px
+QUICK_OVERRIDES = ["data.args.per_class=6", "data.args.size=64", "model.input_size=64", "train.batch_size=16",
+                   "data.val_fraction=0.2", "data.test_fraction=0.3"]
+
+TARGET_SPEEDUP = 5.0         # cached vs naive over 10 epochs
+TARGET_ACCURACY_POINTS = 1.0
+
+
+def _run_arm(arm: str, overrides: list[str], run_dir: Path, pipeline: Path, timeout: float,
+             echo: Callable[[str], None] | None, threads: int | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "tlengine", "run", str(pipeline), *overrides, "--output", str(run_dir)]
+    env = {**os.environ, "TLENGINE_OFFLINE": os.environ.get("TLENGINE_OFFLINE", "1"),
+           "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    if echo:
+        echo(f"[{arm}] {' '.join(cmd[1:])}")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s", "wall_seconds": round(time.perf_counter() - t0, 2)}
+    wall = round(time.perf_counter() - t0, 2)
+    metrics_file = run_dir / "metrics.json"
+    if proc.returncode != 0 or not metrics_file.is_file():
+        lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+        causes = [ln for ln in lines if ln.startswith("warning: plugin")]  # a plugin that failed to load
+        tail = list(dict.fromkeys(causes[:2] + lines[-3:]))
+        return {"error": f"exit {proc.returncode}: " + " | ".join(tail)[-800:], "wall_seconds": wall}
+    return {"metrics": json.loads(metrics_file.read_text(encoding="utf-8")), "wall_seconds": wall}
+
+
+def _row(arm: str, outcome: dict[str, Any], epochs: int, run_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"kind": "training", "arm": arm, "epochs": epochs, "seconds": None, "accuracy": None,
+                           "wall_seconds": outcome.get("wall_seconds"), "run_dir": str(run_dir)}
+    if "error" in outcome:
+        row["error"] = outcome["error"]
+        return row
+    m = outcome["metrics"]
+    name = m.get("primary_arm") or next(iter(m.get("arms", {})), None)
+    entry = (m.get("arms") or {}).get(name, {})
+    metric = m.get("primary_metric", "accuracy")
+    row.update(
+        seconds=entry.get("seconds", (m.get("timings") or {}).get(f"{name}_seconds")),
+        accuracy=(m.get("metrics") or {}).get(metric),
+        epochs=entry.get("epochs", epochs),
+        device=m.get("device"),
+        timings=m.get("timings"),
+        cache=m.get("cache"),
+    )
+    cache = m.get("cache") or {}
+    if isinstance(cache, dict) and isinstance(cache.get(name), dict):  # metrics.json: cache per arm name
+        cache = cache[name]
+    row["cache"] = cache or None
+    if arm != "naive" and not cache:
+        row["note"] = "metrics.json has no cache section: this run did not use the feature cache"
+    if isinstance(cache, dict) and "extraction_seconds" in cache:
+        row["extraction_seconds"] = cache["extraction_seconds"]
+    return row
+
+
+def run_training_benchmark(*, epochs: int = 10, quick: bool = False, output_dir: str | Path | None = None,
+                           pipeline: str | Path | None = None, arms: list[str] | None = None,
+                           extra_overrides: list[str] | None = None, timeout: float = 1800,
+                           threads: int | None = None, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the feature-extraction pipeline naive / cached-torch / cached-fused; one row per arm.
+
+    output_dir: where the three run directories go (default: a temporary folder, removed
+    afterwards). quick: tiny dataset and 64 px images, for tests (pass epochs=2). threads:
+    OMP_NUM_THREADS of the runs (default: torch's own choice, all cores).
+    """
+    pipeline = Path(pipeline) if pipeline else PIPELINE
+    arms = list(arms or ARMS)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; known: {list(ARMS)}")
+    common = [f"train.epochs={epochs}", "baseline=null", "compare=[]"]
+    if quick:
+        common += QUICK_OVERRIDES
+    common += list(extra_overrides or [])
+    tmp = None
+    if output_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="tlengine-bench-")
+        root = Path(tmp.name)
+    else:
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = []
+    load = OtherLoad().__enter__()
+    try:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for arm in arms:
+            run_dir = root / f"{arm}-{stamp}"
+            outcome = _run_arm(arm, [*common, *ARMS[arm]], run_dir, pipeline, timeout, echo, threads)
+            row = _row(arm, outcome, epochs, run_dir)
+            if tmp is not None:
+                row["run_dir"] = None  # removed with the temporary folder
+            rows.append(row)
+            if echo:
+                echo(f"[{arm}] " + (f"error: {row['error']}" if "error" in row else
+                                    f"{row['seconds']} s, accuracy {row['accuracy']}"))
+    finally:
+        load.__exit__(None, None, None)
+        if tmp is not None:
+            tmp.cleanup()
+    _compare(rows)
+    device = next((r.get("device") for r in rows if r.get("device")), None)
+    return {
+        "kind": "training", "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "threads": threads or torch.get_num_threads(), "torch": torch.__version__, "quick": quick, "epochs": epochs,
+        "pipeline": str(pipeline), "overrides": common, "seconds": round(time.perf_counter() - started, 1),
+        **load.summary(), "targets": _targets(rows, epochs), "rows": rows,
+    }
+
+
+def _compare(rows: list[dict[str, Any]]) -> None:
+    naive = next((r for r in rows if r["arm"] == "naive"), None)
+    for r in rows:
+        if naive and naive.get("seconds") and r.get("seconds"):
+            r["speedup_vs_naive"] = round(naive["seconds"] / r["seconds"], 2)
+        else:
+            r["speedup_vs_naive"] = None
+        if naive and naive.get("accuracy") is not None and r.get("accuracy") is not None:
+            scale = 100.0 if max(abs(naive["accuracy"]), abs(r["accuracy"])) <= 1.0 else 1.0
+            r["accuracy_delta_points"] = round(scale * (r["accuracy"] - naive["accuracy"]), 2)
+        else:
+            r["accuracy_delta_points"] = None
+
+
+def _targets(rows: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
+    """Reported, not asserted: cached >= 5x faster than naive over 10 epochs, accuracy within 1 point."""
+    out = {}
+    for r in rows:
+        if r["arm"] == "naive":
+            continue
+        s, d = r.get("speedup_vs_naive"), r.get("accuracy_delta_points")
+        out[r["arm"]] = {
+            "speedup_target": TARGET_SPEEDUP, "speedup_met": (s >= TARGET_SPEEDUP) if s is not None else None,
+            "accuracy_points_target": TARGET_ACCURACY_POINTS,
+            "accuracy_met": (abs(d) <= TARGET_ACCURACY_POINTS) if d is not None else None,
+            "comparable": epochs == 10,
+        }
+    return out
