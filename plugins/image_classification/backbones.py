@@ -313,21 +313,28 @@ def _partition_problems(module: nn.Module, blocks: list[tuple[str, nn.Module]]) 
 
 
 class TinyCNN(nn.Module):
-    """Four stages of conv3x3-bn-relu then 2x2 max-pool (16, 32, 64, 128 channels times
-    ``width``) and global average pooling: ``[N,3,H,W] -> [N,D]`` with ``D = round(128 * width)``.
+    """Four stages of conv3x3 -> 2x2 max-pool -> batch-norm -> relu (16, 32, 64, 128
+    channels times ``width``) and global average pooling: ``[N,3,H,W] -> [N,D]`` with
+    ``D = round(128 * width)``.
 
-    Each stage convolves at its full resolution (stride 1) and only then halves it with a
-    max-pool. The cheaper design this replaced - one 3x3 stride-2 conv per stage - cannot
-    learn shapes from a few thousand images: a 3x3 kernel moved in steps of 2 barely
-    overlaps itself, so the stack undersamples (its output grid repeats only every 16
-    pixels) and each output sees at most 31 pixels, less than most shapes. Trained from
-    scratch on ``synthetic-shapes`` it memorised its training images while test accuracy
-    stayed at chance, and even on black-and-white silhouettes of six shapes it reached
-    only 64% test accuracy at 100% train accuracy; with the same weight shapes but
-    convolving before downsampling (max- or average-pool), or with a 5x5 strided kernel,
-    the silhouettes were learnt (99-100%). On the full-difficulty 6-shape source task of
-    ``sequential-shapes`` this design reaches ~90% test accuracy in about a minute on 2
-    CPU cores.
+    Each stage convolves at its full resolution (stride 1) and downsamples with a
+    max-pool, i.e. keeps the strongest response of each feature in every 2x2 cell. That
+    is what lets a small network learn the *outline* of a shape whose colour, and thus
+    the sign of every edge response, is random (``synthetic-shapes``). Measured on the
+    6-shape source task of ``sequential-shapes`` (1000-1500 training images, full nuisances):
+
+    * one 3x3 stride-2 conv per stage (the previous design: cheap, but the kernel barely
+      overlaps itself, the output grid repeats only every 16 pixels and each output sees
+      at most 31) memorised the training images while test accuracy stayed at chance;
+      even on black-and-white silhouettes it only reached 64% (100% train);
+    * linear downsampling - 5x5 stride-2 convs, or conv then 2x2 average-pool - did not
+      even fit the training set in 12 epochs (loss stuck near ln 6);
+    * conv -> bn -> relu -> max-pool learnt, conv -> max-pool -> bn -> relu (this) learnt
+      faster (88-95% test accuracy after 12 epochs over 3 seeds, vs 71-81%) and costs ~25%
+      less, since batch-norm and relu run on a quarter of the pixels. Normalising after
+      the pool also means batch-norm centres the *pooled detections*, so the relu keeps
+      only responses stronger than is typical for a 2x2 cell.
+
     Pooling rounds up (``ceil_mode``), so any input size of at least 1 pixel works.
 
     Small enough to train a source model on a CPU in seconds (tests, the no-download
@@ -343,16 +350,17 @@ class TinyCNN(nn.Module):
         for i, cout in enumerate(chans, start=1):
             self.add_module(f"stage{i}", nn.Sequential(
                 nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=False),
+                nn.MaxPool2d(2, ceil_mode=True),
                 nn.BatchNorm2d(cout),
                 nn.ReLU(inplace=True),
-                nn.MaxPool2d(2, ceil_mode=True),
             ))
             cin = cout
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = chans[-1]
         # He init (as torchvision's ResNets). PyTorch's default conv init is ~0.6x as large
-        # in stages 2-4; under BatchNorm and Adam that means larger relative steps there,
-        # and some seeds then sat on a plateau at chance for 10+ epochs of the source task.
+        # in stages 2-4, i.e. larger relative Adam steps there under batch-norm: with it the
+        # sequential-shapes source task learnt a little slower, and in the conv-bn-relu-pool
+        # variant some seeds sat at chance for 10+ epochs (none did with He init).
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -717,7 +725,7 @@ def register_backbones(registry: Registry[Any]) -> None:
         registry.add(name, functools.partial(build_backbone, name), description=f"torchvision {name}",
                      source="torchvision")
     registry.add(TINY_CNN, functools.partial(build_backbone, TINY_CNN),
-                 description="4-stage 16-32-64-128 CNN (conv + max-pool, D=128), trains in seconds on a CPU; kwargs: width",
+                 description="4-stage 16-32-64-128 CNN (conv, max-pool, bn, relu; D=128), trains in seconds on a CPU; kwargs: width",
                  source="tlengine")
     for name in TIMM_BACKBONES:
         registry.add(name, functools.partial(build_backbone, name), description=f"timm {name[len(_TIMM_PREFIX):]}",
