@@ -32,7 +32,6 @@ import contextlib
 import itertools
 import logging
 import math
-import os
 import platform
 import time
 from dataclasses import dataclass, field

@@ -154,7 +154,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     kernel_rows = [r for r in rows if r.get("kind") == "kernel" or ("op" in r and "arm" not in r)]
     training_rows = [r for r in rows if r.get("kind") == "training" or ("arm" in r and "op" not in r)]
     hw = result.get("hardware") or (result.get("kernels") or {}).get("hardware")
-    head = [f"# tlengine benchmarks", "",
+    head = ["# tlengine benchmarks", "",
             f"device {result.get('device')}" + (f" ({hw})" if hw else "") + f", {result.get('threads')} threads, "
             f"torch {result.get('torch')}" + (", QUICK sizes (smoke test, not for comparison)" if result.get("quick") else ""),
             ""]

@@ -70,12 +70,15 @@ class CachedFeatures:
         self.targets: dict[str, torch.Tensor] = {}
         self.extraction_seconds = 0.0
         self.head = HeadOnly(model)
+        # The data's effective preprocessing (a dataset may override e.g. crop_pct), so the
+        # cached views match what the naive loop and evaluation see.
+        self.preprocessing = dict(getattr(data, "info", {}).get("preprocessing") or model.preprocessing)
 
     # ------------------------------------------------------------------ building
     def _key(self, split: str, dataset: Dataset, views: int) -> CacheKey:
         return CacheKey(
             backbone=self.model.arch, weights_fingerprint=fingerprint_state_dict(self.model.backbone),
-            layer="pooled", preprocessing={**self.model.preprocessing, "augmentation": self.task.cache_augmentation},
+            layer="pooled", preprocessing={**self.preprocessing, "augmentation": self.task.cache_augmentation},
             dataset_fingerprint=f"{split}:{self.task.dataset_fingerprint(dataset)}", pooling="avg",
             dtype=self.config.dtype, views=views, l2_normalize=False)
 
@@ -112,7 +115,7 @@ class CachedFeatures:
                 continue
             samples = rows_of_view // views
             batches = self.task.extraction_batches(dataset, indices=samples, view=view, seed=self.seed,
-                                                   batch_size=self.batch_size, preprocessing=self.model.preprocessing,
+                                                   batch_size=self.batch_size, preprocessing=self.preprocessing,
                                                    kernels=self.config.kernels, train=split == "train")
             total = -(-int(samples.numel()) // self.batch_size)
             desc = f"extracting {split} features" + (f" (view {view + 1}/{views})" if views > 1 else "")

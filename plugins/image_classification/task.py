@@ -71,7 +71,8 @@ class ImageClassificationTask(Task):
         train = Subset(ImageDataset(samples.items, train_tf), train_idx)
         val = Subset(ImageDataset(samples.items, eval_tf), val_idx)
         test = Subset(ImageDataset(samples.items, eval_tf), test_idx)
-        return TaskData(train, val, test, info={"classes": list(samples.classes), "source": samples.source})
+        return TaskData(train, val, test, info={"classes": list(samples.classes), "source": samples.source,
+                                                   "preprocessing": preprocessing})
 
     # ------------------------------------------------------------------ training
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
