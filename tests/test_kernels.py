@@ -447,6 +447,32 @@ def test_no_ext_env_forces_reference_quietly(tmp_path):
     assert "fused kernels unavailable" not in result.stderr and "TLENGINE_NO_EXT" in result.stdout
 
 
+JIT_LOAD = """
+    import sys
+    from torch.utils import cpp_extension
+    from tlengine.kernels import build
+    build._import_aot = lambda: None  # the JIT build, even where an ahead-of-time one is installed
+    if sys.argv[-1] == "no-ninja":
+        def refuse(*args, **kwargs):
+            raise RuntimeError("cpp_extension.load was called")
+        cpp_extension.load = refuse
+    module = build.load_extension()
+    assert module is not None, build.status()["error"]
+    assert build.status()["source"] == "jit"
+"""
+
+
+def test_finished_build_is_imported_without_ninja():
+    """A build directory the build marked finished is imported directly: ninja would otherwise
+    rebuild everything when the same sources sit at another path (a fresh clone)."""
+    first = _run_python(JIT_LOAD, {})  # builds only if this environment has not yet
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([sys.executable, "-c", textwrap.dedent(JIT_LOAD), "no-ninja"], capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "building tlengine kernels" not in again.stderr, again.stderr
+
+
 CUDA_BUILD_CHECK = """
     import json, torch
     from tlengine.kernels import build

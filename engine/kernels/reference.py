@@ -1,7 +1,11 @@
 """Pure-PyTorch reference ops: they *define* what the fused ops in ``tlengine._C`` compute.
 
-The C++ and CUDA kernels must match these (bit-exact for integer outputs, within float
-rounding otherwise); the tests compare them for every dtype, layout and pooling mode.
+The C++ and CUDA kernels must match these within float rounding: they may sum in a
+different order, so a pooled value can differ in its last bit, and an int8 code that sits
+within that rounding of a half-step can come out one step apart (seen for 4 of 196,608
+values on random ResNet-50 maps). Where every intermediate is exact (integer-valued or
+dyadic inputs) they match bit for bit, int8 codes included. The tests check both, for every
+dtype, layout and pooling mode.
 They are also the fallback when the extension is not built.
 
 Shapes and units:

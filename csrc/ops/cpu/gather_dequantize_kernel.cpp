@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../common.h"
-#include "checks.h"
+#include "../checks.h"
 #include "convert.h"
 
 namespace tlengine {
@@ -58,19 +58,11 @@ void with_float_type(at::ScalarType t, F&& f) {
 
 at::Tensor gather_dequantize_kernel(const at::Tensor& cache_in, const at::Tensor& scales, const at::Tensor& rows_in,
                                     at::ScalarType dtype) {
-  TORCH_CHECK_VALUE(cpu::is_cache_dtype(cache_in.scalar_type()) && cache_in.dim() == 2,
-                    "cache must be 2-D of (torch.float32, torch.float16, torch.bfloat16, torch.int8), got ",
-                    cache_in.scalar_type(), " ", cache_in.sizes());
-  cpu::check_scales(scales, cache_in);
-  cpu::check_rows_meta(rows_in, cache_in);
-  TORCH_CHECK_VALUE(cpu::is_output_dtype(dtype), "output dtype must be float32, float16 or bfloat16, got ", dtype);
-  TORCH_CHECK_VALUE(cache_in.device().is_cpu() && scales.device().is_cpu(),
-                    "cache and scales must be on the same device, got ", cache_in.device(), " and ",
-                    scales.device());
+  check_gather_dequantize_args(cache_in, scales, rows_in, dtype);
 
   const at::Tensor rows = rows_in.contiguous();
   const int64_t batch = rows.numel(), num_rows = cache_in.size(0), dim = cache_in.size(1);
-  cpu::check_rows_range(rows.const_data_ptr<int64_t>(), batch, num_rows);
+  check_rows_range(rows.const_data_ptr<int64_t>(), batch, num_rows);
 
   // Rows may be strided (a row slice of a bigger cache); only a strided inner dim needs a copy.
   const at::Tensor cache = (cache_in.stride(1) == 1 || dim <= 1) ? cache_in : cache_in.contiguous();

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "../common.h"
-#include "checks.h"
+#include "../checks.h"
 #include "convert.h"
 #include "huge_pages.h"
 
@@ -66,23 +66,8 @@ void normalize_rows(const uint8_t* __restrict__ images, const int64_t* __restric
 at::Tensor normalize_images_kernel(const at::Tensor& images_in, const at::Tensor& offsets_in,
                                    const at::Tensor& mirror_in, int64_t out_h, int64_t out_w, at::ArrayRef<double> mean,
                                    at::ArrayRef<double> std, at::ScalarType dtype) {
-  TORCH_CHECK_VALUE(images_in.scalar_type() == at::kByte && images_in.dim() == 4,
-                    "images must be uint8 [N,H,W,C], got ", images_in.scalar_type(), " ", images_in.sizes());
+  check_normalize_images_args(images_in, offsets_in, mirror_in, out_h, out_w, mean, std, dtype);
   const int64_t N = images_in.size(0), H = images_in.size(1), W = images_in.size(2), C = images_in.size(3);
-  TORCH_CHECK_VALUE(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std.size()) == C,
-                    "mean and std need ", C, " values (one per channel), got ", mean.size(), " and ", std.size());
-  TORCH_CHECK_VALUE(std::none_of(std.begin(), std.end(), [](double s) { return s == 0.0; }),
-                    "std values must be non-zero");
-  TORCH_CHECK_VALUE(offsets_in.scalar_type() == at::kLong && offsets_in.dim() == 2 && offsets_in.size(0) == N &&
-                        offsets_in.size(1) == 2,
-                    "offsets must be int64 [", N, ",2], got ", offsets_in.scalar_type(), " ", offsets_in.sizes());
-  TORCH_CHECK_VALUE(mirror_in.scalar_type() == at::kBool && mirror_in.dim() == 1 && mirror_in.size(0) == N,
-                    "mirror must be bool [", N, "], got ", mirror_in.scalar_type(), " ", mirror_in.sizes());
-  TORCH_CHECK_VALUE(offsets_in.device() == images_in.device() && mirror_in.device() == images_in.device(),
-                    "images, offsets and mirror must be on the same device");
-  TORCH_CHECK_VALUE(out_h > 0 && out_w > 0 && out_h <= H && out_w <= W, "crop ", out_h, "x", out_w,
-                    " does not fit images of ", H, "x", W);
-  TORCH_CHECK_VALUE(cpu::is_output_dtype(dtype), "output dtype must be float32, float16 or bfloat16, got ", dtype);
 
   const at::Tensor images = images_in.contiguous();
   const at::Tensor offsets = offsets_in.contiguous();

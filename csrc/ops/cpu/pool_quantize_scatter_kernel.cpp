@@ -21,19 +21,11 @@
 #endif
 
 #include "../common.h"
-#include "checks.h"
+#include "../checks.h"
 #include "convert.h"
 
 namespace tlengine {
 namespace {
-
-Pooling parse_pooling(c10::string_view name) {
-  if (name == "avg") return Pooling::Avg;
-  if (name == "max") return Pooling::Max;
-  if (name == "cls") return Pooling::Cls;
-  if (name == "none") return Pooling::None;
-  TORCH_CHECK_VALUE(false, "pooling must be one of ('avg', 'max', 'cls', 'none'), got '", std::string(name), "'");
-}
 
 // src as float32: src itself for float input, else converted into tmp.
 template <typename scalar_t>
@@ -289,54 +281,16 @@ std::vector<int64_t> last_occurrences(const int64_t* rows, int64_t n) {
 
 void pool_quantize_scatter_kernel(const at::Tensor& features_in, at::Tensor& cache, at::Tensor& scales,
                                   const at::Tensor& rows_in, c10::string_view pooling_name, bool l2_normalize) {
-  const Pooling pooling = parse_pooling(pooling_name);
-  const int64_t ndim = features_in.dim();
-  TORCH_CHECK_VALUE(ndim == 3 || ndim == 4, "features must be [N,C,H,W] or [N,T,D], got ", features_in.sizes());
-  TORCH_CHECK_VALUE(ndim == 3 || pooling != Pooling::Cls, "pooling 'cls' needs [N,T,D] features, got [N,C,H,W]");
-  const auto ftype = features_in.scalar_type();
-  TORCH_CHECK_VALUE(ftype == at::kFloat || ftype == at::kHalf || ftype == at::kBFloat16 || ftype == at::kDouble,
-                    "features must be float32, float16, bfloat16 or float64, got ", ftype);
-
-  // Per sample, features are either token-major [T][D] or channel-major [D][T]; use the
-  // layout the tensor already has when it is one of them (NCHW, channels_last, [N,T,D] or
-  // its transpose), otherwise make it contiguous.
-  const int64_t N = features_in.size(0);
-  const int64_t D = ndim == 4 ? features_in.size(1) : features_in.size(2);
-  const int64_t T = ndim == 4 ? features_in.size(2) * features_in.size(3) : features_in.size(1);
-  const at::Tensor token_view = ndim == 4 ? features_in.permute({0, 2, 3, 1}) : features_in;
-  const at::Tensor channel_view = ndim == 4 ? features_in : features_in.permute({0, 2, 1});
-  bool channel_major;
-  at::Tensor features;
-  if (token_view.is_contiguous()) {
-    channel_major = false, features = token_view;
-  } else if (channel_view.is_contiguous()) {
-    channel_major = true, features = channel_view;
-  } else {
-    channel_major = ndim == 4, features = (channel_major ? channel_view : token_view).contiguous();
-  }
-  TORCH_CHECK_VALUE(T > 0 || pooling == Pooling::Avg || pooling == Pooling::None,
-                    "pooling '", std::string(pooling_name), "' needs at least one token, got ", features_in.sizes());
-  const int64_t row_len = pooling == Pooling::None ? T * D : D;
-
-  TORCH_CHECK_VALUE(cpu::is_cache_dtype(cache.scalar_type()),
-                    "cache dtype must be one of (torch.float32, torch.float16, torch.bfloat16, torch.int8), got ",
-                    cache.scalar_type());
-  TORCH_CHECK_VALUE(cache.dim() == 2 && cache.size(1) == row_len, "pooled rows have ", row_len,
-                    " values but cache rows have ",
-                    cache.dim() == 2 ? c10::str(cache.size(1)) : c10::str(cache.sizes()));
-  cpu::check_scales(scales, cache);
-  TORCH_CHECK_VALUE(features_in.device() == cache.device(), "features are on ", features_in.device(),
-                    " but the cache is on ", cache.device());
-  cpu::check_rows_meta(rows_in, cache);
-  TORCH_CHECK_VALUE(N == rows_in.size(0), N, " feature rows but ", rows_in.size(0), " row indices");
-  TORCH_CHECK_VALUE(cache.stride(1) == 1 || row_len <= 1,
-                    "cache rows must be contiguous (the cache is written in place), got strides ", cache.strides());
-  TORCH_CHECK_VALUE(scales.device() == cache.device(), "scales are on ", scales.device(), " but the cache is on ",
-                    cache.device());
+  const PoolShape shape = check_pool_quantize_scatter_args(features_in, cache, scales, rows_in, pooling_name);
+  const Pooling pooling = shape.pooling;
+  const int64_t N = shape.n, T = shape.tokens, D = shape.dim, row_len = shape.row_len;
+  const SampleLayout layout = sample_layout(features_in);
+  const at::Tensor& features = layout.x;
+  const bool channel_major = layout.channel_major;
 
   const at::Tensor rows = rows_in.contiguous();
   const int64_t* row_ptr = rows.const_data_ptr<int64_t>();
-  cpu::check_rows_range(row_ptr, N, cache.size(0));
+  check_rows_range(row_ptr, N, cache.size(0));
   if (N == 0) return;
   const std::vector<int64_t> winners = last_occurrences(row_ptr, N);
 

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../checks.h"
 #include "../common.h"
 
 namespace tlengine {
@@ -108,22 +109,8 @@ void launch_gather(const at::Tensor& cache, const at::Tensor& scales, const at::
 
 at::Tensor gather_dequantize_cuda(const at::Tensor& cache, const at::Tensor& scales, const at::Tensor& rows,
                                   at::ScalarType dtype) {
-  // Checks in the CPU kernel's order and with its messages (ValueError / IndexError).
+  check_gather_dequantize_args(cache, scales, rows, dtype);
   const at::ScalarType cache_type = cache.scalar_type();
-  TORCH_CHECK_VALUE((cache_type == at::kFloat || cache_type == at::kHalf || cache_type == at::kBFloat16 ||
-                     cache_type == at::kChar) && cache.dim() == 2,
-                    "cache must be 2-D of (torch.float32, torch.float16, torch.bfloat16, torch.int8), got ",
-                    cache_type, " ", cache.sizes());
-  TORCH_CHECK_VALUE(scales.scalar_type() == at::kFloat && scales.dim() == 1 && scales.size(0) == cache.size(0),
-                    "scales must be float32 [", cache.size(0), "], got ", scales.scalar_type(), " ", scales.sizes());
-  TORCH_CHECK_VALUE(rows.scalar_type() == at::kLong && rows.dim() == 1, "rows must be a 1-D int64 tensor, got ",
-                    rows.scalar_type(), " ", rows.sizes());
-  TORCH_CHECK_VALUE(rows.device() == cache.device(), "rows are on ", rows.device(), " but the cache is on ",
-                    cache.device());
-  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
-                    "output dtype must be float32, float16 or bfloat16, got ", dtype);
-  TORCH_CHECK_VALUE(scales.device() == cache.device(), "cache and scales must be on the same device, got ",
-                    cache.device(), " and ", scales.device());
   TORCH_CHECK(cache.is_cuda(), "gather_dequantize (CUDA): cache must be a CUDA tensor, got ", cache.device());
   c10::cuda::CUDAGuard guard(cache.device());
 
@@ -132,8 +119,7 @@ at::Tensor gather_dequantize_cuda(const at::Tensor& cache, const at::Tensor& sca
     const at::Tensor bounds = at::stack({rows.min(), rows.max()}).cpu();
     const int64_t lo = bounds.data_ptr<int64_t>()[0];
     const int64_t hi = bounds.data_ptr<int64_t>()[1];
-    TORCH_CHECK_INDEX(lo >= 0 && hi < num_rows, "rows must be in [0, ", num_rows, "), got values in [", lo, ", ",
-                      hi, "]");
+    check_rows_bounds(lo, hi, num_rows);
   }
   at::Tensor out = at::empty({batch, dim}, cache.options().dtype(dtype));
   if (out.numel() == 0) return out;

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../checks.h"
 #include "../common.h"
 
 namespace tlengine {
@@ -84,26 +85,10 @@ void launch_normalize(const at::Tensor& images, const at::Tensor& offsets, const
 at::Tensor normalize_images_cuda(const at::Tensor& images, const at::Tensor& offsets, const at::Tensor& mirror,
                                  int64_t out_h, int64_t out_w, at::ArrayRef<double> mean, at::ArrayRef<double> stdev,
                                  at::ScalarType dtype) {
-  TORCH_CHECK_VALUE(images.scalar_type() == at::kByte && images.dim() == 4, "images must be uint8 [N,H,W,C], got ",
-                    images.scalar_type(), " ", images.sizes());
+  check_normalize_images_args(images, offsets, mirror, out_h, out_w, mean, stdev, dtype);
   const int64_t n = images.size(0), h = images.size(1), w = images.size(2), c = images.size(3);
-  TORCH_CHECK_VALUE(static_cast<int64_t>(mean.size()) == c && static_cast<int64_t>(stdev.size()) == c,
-                    "mean and std need ", c, " values (one per channel), got ", mean.size(), " and ", stdev.size());
-  TORCH_CHECK_VALUE(std::none_of(stdev.begin(), stdev.end(), [](double s) { return s == 0.0; }),
-                    "std values must be non-zero");
   TORCH_CHECK_VALUE(c <= kMaxChannels, "normalize_images (CUDA) supports at most ", kMaxChannels,
                     " channels, got ", c);
-  TORCH_CHECK_VALUE(offsets.scalar_type() == at::kLong && offsets.dim() == 2 && offsets.size(0) == n &&
-                        offsets.size(1) == 2,
-                    "offsets must be int64 [", n, ",2], got ", offsets.scalar_type(), " ", offsets.sizes());
-  TORCH_CHECK_VALUE(mirror.scalar_type() == at::kBool && mirror.dim() == 1 && mirror.size(0) == n,
-                    "mirror must be bool [", n, "], got ", mirror.scalar_type(), " ", mirror.sizes());
-  TORCH_CHECK_VALUE(offsets.device() == images.device() && mirror.device() == images.device(),
-                    "images, offsets and mirror must be on the same device");
-  TORCH_CHECK_VALUE(out_h > 0 && out_w > 0 && out_h <= h && out_w <= w, "crop ", out_h, "x", out_w,
-                    " does not fit images of ", h, "x", w);
-  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
-                    "output dtype must be float32, float16 or bfloat16, got ", dtype);
   TORCH_CHECK(images.is_cuda(), "normalize_images (CUDA): images must be a CUDA tensor, got ", images.device());
   c10::cuda::CUDAGuard guard(images.device());
 

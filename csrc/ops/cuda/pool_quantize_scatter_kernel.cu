@@ -48,6 +48,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "../checks.h"
 #include "../common.h"
 
 namespace tlengine {
@@ -298,19 +299,6 @@ none_write_kernel(const feat_t* __restrict__ x, int64_t tokens, int64_t dim, boo
 }
 
 // ------------------------------------------------------------------ host
-Pooling parse_pooling(c10::string_view name) {
-  if (name == "avg") return Pooling::Avg;
-  if (name == "max") return Pooling::Max;
-  if (name == "cls") return Pooling::Cls;
-  if (name == "none") return Pooling::None;
-  TORCH_CHECK_VALUE(false, "pooling must be one of ('avg', 'max', 'cls', 'none'), got '", std::string(name), "'");
-  return Pooling::None;  // not reached
-}
-
-bool is_cache_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kChar;
-}
-
 unsigned grid_size(int64_t blocks) {
   TORCH_CHECK(blocks > 0 && blocks <= std::numeric_limits<int32_t>::max(), "pool_quantize_scatter: a grid of ",
               blocks, " blocks is out of range");
@@ -396,43 +384,12 @@ void launch_pool_quantize_scatter(const ScatterArgs& a) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Checks in the CPU kernel's order and with its messages (TORCH_CHECK_VALUE -> ValueError,
-// TORCH_CHECK_INDEX -> IndexError, as engine/kernels/reference.py raises).
 void pool_quantize_scatter_cuda(const at::Tensor& features_in, at::Tensor& cache, at::Tensor& scales,
                                 const at::Tensor& rows_in, c10::string_view pooling_name, bool l2_normalize) {
-  const Pooling pooling = parse_pooling(pooling_name);
-  const int64_t ndim = features_in.dim();
-  TORCH_CHECK_VALUE(ndim == 3 || ndim == 4, "features must be [N,C,H,W] or [N,T,D], got ", features_in.sizes());
-  TORCH_CHECK_VALUE(ndim == 3 || pooling != Pooling::Cls, "pooling 'cls' needs [N,T,D] features, got [N,C,H,W]");
-  const at::ScalarType ftype = features_in.scalar_type();
-  TORCH_CHECK_VALUE(ftype == at::kFloat || ftype == at::kHalf || ftype == at::kBFloat16 || ftype == at::kDouble,
-                    "features must be float32, float16, bfloat16 or float64, got ", ftype);
-  const int64_t n = features_in.size(0);
-  const int64_t dim = ndim == 4 ? features_in.size(1) : features_in.size(2);
-  const int64_t tokens = ndim == 4 ? features_in.size(2) * features_in.size(3) : features_in.size(1);
-  TORCH_CHECK_VALUE(tokens > 0 || pooling == Pooling::Avg || pooling == Pooling::None, "pooling '",
-                    std::string(pooling_name), "' needs at least one token, got ", features_in.sizes());
-  const int64_t d_row = pooling == Pooling::None ? tokens * dim : dim;
-
-  TORCH_CHECK_VALUE(is_cache_dtype(cache.scalar_type()),
-                    "cache dtype must be one of (torch.float32, torch.float16, torch.bfloat16, torch.int8), got ",
-                    cache.scalar_type());
-  TORCH_CHECK_VALUE(cache.dim() == 2 && cache.size(1) == d_row, "pooled rows have ", d_row,
-                    " values but cache rows have ",
-                    cache.dim() == 2 ? c10::str(cache.size(1)) : c10::str(cache.sizes()));
-  TORCH_CHECK_VALUE(scales.scalar_type() == at::kFloat && scales.dim() == 1 && scales.size(0) == cache.size(0),
-                    "scales must be float32 [", cache.size(0), "], got ", scales.scalar_type(), " ", scales.sizes());
-  TORCH_CHECK_VALUE(features_in.device() == cache.device(), "features are on ", features_in.device(),
-                    " but the cache is on ", cache.device());
-  TORCH_CHECK_VALUE(rows_in.scalar_type() == at::kLong && rows_in.dim() == 1, "rows must be a 1-D int64 tensor, got ",
-                    rows_in.scalar_type(), " ", rows_in.sizes());
-  TORCH_CHECK_VALUE(rows_in.device() == cache.device(), "rows are on ", rows_in.device(), " but the cache is on ",
-                    cache.device());
-  TORCH_CHECK_VALUE(n == rows_in.size(0), n, " feature rows but ", rows_in.size(0), " row indices");
+  const PoolShape shape = check_pool_quantize_scatter_args(features_in, cache, scales, rows_in, pooling_name);
+  const int64_t n = shape.n;
   TORCH_CHECK_VALUE(cache.is_contiguous(), "cache must be contiguous (it is written in place), got strides ",
                     cache.strides());
-  TORCH_CHECK_VALUE(scales.device() == cache.device(), "scales are on ", scales.device(), " but the cache is on ",
-                    cache.device());
   TORCH_CHECK(cache.is_cuda(), "pool_quantize_scatter (CUDA): the cache must be a CUDA tensor, got ", cache.device());
   c10::cuda::CUDAGuard guard(cache.device());
 
@@ -441,29 +398,16 @@ void pool_quantize_scatter_cuda(const at::Tensor& features_in, at::Tensor& cache
   if (n > 0) {
     const at::Tensor bounds = at::stack({rows.min(), rows.max()}).cpu();
     const int64_t lo = bounds.const_data_ptr<int64_t>()[0], hi = bounds.const_data_ptr<int64_t>()[1];
-    TORCH_CHECK_INDEX(lo >= 0 && hi < cache.size(0), "rows must be in [0, ", cache.size(0), "), got values in [", lo,
-                      ", ", hi, "]");
+    check_rows_bounds(lo, hi, cache.size(0));
   }
   if (n == 0) return;
-  if (d_row == 0) {  // nothing to store; an empty row's scale is 1 (int8: all-zero row) or 1 (float)
+  if (shape.row_len == 0) {  // nothing to store; an empty row's scale is 1 (int8: all-zero row) or 1 (float)
     scales.index_fill_(0, rows, 1.0);
     return;
   }
 
-  // Per-sample layout: token-major x[t][d] or channel-major x[d][t], whichever the tensor
-  // already is; otherwise a contiguous copy (NCHW -> channel-major, [N,T,D] -> token-major).
-  const at::Tensor token_view = ndim == 4 ? features_in.permute({0, 2, 3, 1}) : features_in;
-  const at::Tensor channel_view = ndim == 4 ? features_in : features_in.permute({0, 2, 1});
-  bool channel_major;
-  at::Tensor x;
-  if (token_view.is_contiguous()) {
-    channel_major = false, x = token_view;
-  } else if (channel_view.is_contiguous()) {
-    channel_major = true, x = channel_view;
-  } else {
-    channel_major = ndim == 4, x = (channel_major ? channel_view : token_view).contiguous();
-  }
-  if (ftype == at::kDouble) x = x.to(at::kFloat).contiguous();  // as the reference: float32 first
+  SampleLayout layout = sample_layout(features_in);
+  if (layout.x.scalar_type() == at::kDouble) layout.x = layout.x.to(at::kFloat).contiguous();  // as the reference
 
   // Winners: stable sort; sorted position j is a last occurrence iff sorted[j + 1] != sorted[j].
   at::Tensor sorted, order;
@@ -472,20 +416,20 @@ void pool_quantize_scatter_cuda(const at::Tensor& features_in, at::Tensor& cache
   if (n > 1) is_last.narrow(0, 0, n - 1).copy_(sorted.narrow(0, 1, n - 1).ne(sorted.narrow(0, 0, n - 1)));
 
   ScatterArgs a;
-  a.x = x;
+  a.x = layout.x;
   a.cache = cache;
   a.scales = scales;
   a.rows = rows;
   a.order = order.contiguous();
   a.is_last = is_last;
   a.n = n;
-  a.tokens = tokens;
-  a.dim = dim;
-  a.d_row = d_row;
-  a.channel_major = channel_major;
-  a.pooling = pooling;
+  a.tokens = shape.tokens;
+  a.dim = shape.dim;
+  a.d_row = shape.row_len;
+  a.channel_major = layout.channel_major;
+  a.pooling = shape.pooling;
   a.l2_normalize = l2_normalize;
-  AT_DISPATCH_SWITCH(x.scalar_type(), "pool_quantize_scatter_cuda", TLE_FEATURE_CASES([&] {
+  AT_DISPATCH_SWITCH(a.x.scalar_type(), "pool_quantize_scatter_cuda", TLE_FEATURE_CASES([&] {
     using feat_t = scalar_t;
     AT_DISPATCH_SWITCH(cache.scalar_type(), "pool_quantize_scatter_cuda",
                        TLE_CACHE_CASES([&] { launch_pool_quantize_scatter<feat_t, scalar_t>(a); }));
