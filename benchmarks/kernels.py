@@ -463,6 +463,8 @@ def run_case(case: Case, *, front: Any, front_note: str | None, threads: int, mi
         compile_speedup_vs_eager=_ratio(eager_ms, compile_ms),
         gbps=gbps, eager_gbps=_gbps(moved, eager_ms), compile_gbps=_gbps(moved, compile_ms),
         copy_gbps=round(copy_gbps, 3), pct_of_copy=round(100 * gbps / copy_gbps, 1) if gbps else None,
+        # the most any kernel moving these bytes at copy_ speed could gain over eager
+        copy_bound_vs_eager=_ratio(eager_ms, ms["copy"]),
         pct_of_peak=round(100 * gbps / peak, 1) if gbps and peak else None,
         note="; ".join(notes),
     )

@@ -56,13 +56,14 @@ def _kernel_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[
     meta = result.get("kernels", result)
     lines.append(f"Median of repeated runs (torch.utils.benchmark, {meta.get('threads', result.get('threads'))} threads); "
                  "GB/s = bytes the op must read + write / median time of the fused op; copy GB/s = plain "
-                 "`copy_` of the same bytes on the same device (the ceiling). Buffers >= "
+                 "`copy_` of the same bytes on the same device (the ceiling); copy vs eager = eager ms / that "
+                 "copy's ms, the most any single pass over these bytes could gain on eager. Buffers >= "
                  f"{_num((meta.get('llc_bytes') or 0) / 2**20)} MiB LLC x 3 per call or per rotation of calls.")
     lines.append("")
     multi_device = len({r.get("device", "") for r in rows}) > 1
     header = (["device"] if multi_device else []) + [
         "op", "shape", "dtype", "fused ms", "eager ms", "compile ms", "vs eager", "vs compile", "GB/s",
-        "copy GB/s", "% of copy"]
+        "copy GB/s", "% of copy", "copy vs eager"]
     if any(r.get("pct_of_peak") is not None for r in rows):
         header.append("% of peak")
     body = []
@@ -71,7 +72,7 @@ def _kernel_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[
             f"`{r['op']}`", r["shape"], r["dtype"], _num(r.get("fused_ms")), _num(r.get("eager_ms")),
             _num(r.get("compile_ms")) if r.get("compile_ms") is not None else ("error" if r.get("compile_error") else "—"),
             _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_compile")), _num(r.get("gbps")),
-            _num(r.get("copy_gbps")), _num(r.get("pct_of_copy"))]
+            _num(r.get("copy_gbps")), _num(r.get("pct_of_copy")), _x(r.get("copy_bound_vs_eager"))]
         if "% of peak" in header:
             cells.append(_num(r.get("pct_of_peak")))
         body.append(cells)

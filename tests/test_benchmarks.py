@@ -49,7 +49,7 @@ def test_quick_kernel_benchmark_schema(tmp_path: Path) -> None:
     assert result["fused_available"] is fused
     for r in rows:
         assert KERNEL_KEYS <= r.keys(), KERNEL_KEYS - r.keys()
-        assert _positive(r["eager_ms"]) and _positive(r["copy_gbps"])
+        assert _positive(r["eager_ms"]) and _positive(r["copy_gbps"]) and _positive(r["copy_bound_vs_eager"])
         assert _positive(r["compile_ms"]) or r.get("compile_error"), r
         if fused:  # the test environment builds the extension: the fused column must be there
             assert _positive(r["fused_ms"]) and _positive(r["gbps"]), r

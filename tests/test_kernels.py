@@ -149,8 +149,8 @@ def test_pool_quantize_scatter_matches_reference(layout, cache_dtype):
 @pytest.mark.parametrize("cache_dtype", R.CACHE_DTYPES, ids=str)
 def test_pool_quantize_scatter_feature_dtypes(feature_dtype, cache_dtype):
     gen = torch.Generator().manual_seed(1)
-    for layout, size in [("nchw", (3, 7, 3, 3)), ("channels_last", (2, 13, 2, 2)), ("ntd", (3, 5, 13)),
-                         ("ntd_transposed", (2, 4, 7))]:
+    for layout, size in [("nchw", (3, 7, 3, 3)), ("nchw", (2, 17, 3, 4)), ("channels_last", (2, 13, 2, 2)),
+                         ("ntd", (3, 5, 13)), ("ntd_transposed", (2, 4, 7))]:
         features = features_of(layout, size, feature_dtype, gen)
         for pooling in R.POOLINGS:
             if pooling == "cls" and features.dim() == 4:
@@ -169,6 +169,26 @@ def test_pool_quantize_scatter_large_and_realistic():
             for cache_dtype in (torch.float32, torch.int8):
                 got, got_s, want, want_s = run_scatter(features, cache_dtype, pooling, True, 9, gen)
                 assert torch.equal(got, want) and torch.equal(got_s, want_s), f"{layout} {pooling}"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "ntd", "ntd_transposed"])
+def test_pool_quantize_scatter_propagates_nan(layout):
+    """A NaN anywhere in a channel makes its avg and max NaN (as torch.mean / torch.amax),
+    whether it sits in a vector block, the tail of a plane, or the first element."""
+    gen = torch.Generator().manual_seed(5)
+    size = (5, 20, 7, 7) if layout == "nchw" else (5, 49, 20)  # samples 0 and 1 lose their row to sample 4
+    features = features_of(layout, size, torch.float32, gen).clone()
+    maps = features.dim() == 4
+    for sample, channel, token in [(2, 3, 20), (2, 12, 48), (3, 0, 0), (4, 19, 8)]:
+        if maps:
+            features[sample, channel, token // 7, token % 7] = float("nan")
+        else:
+            features[sample, token, channel] = float("nan")
+    for pooling in ("avg", "max"):
+        got, _, want, _ = run_scatter(features, torch.float32, pooling, False, 7, gen)
+        assert torch.equal(got.isnan(), want.isnan()), f"{layout} {pooling}: NaN positions differ"
+        assert int(want.isnan().sum()) == 4
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
 
 
 def test_pool_quantize_scatter_random_floats_close():
