@@ -438,3 +438,24 @@ def test_register_datasets():
         assert registry.entry(name).description
         for field in spec.args.model_fields.values():
             assert field.description
+
+
+@pytest.mark.parametrize("crop_pct", [1.0, 0.875])
+def test_cached_view_0_is_the_eval_transform(crop_pct):
+    """The feature cache's view 0 (every split, train included) must be pixel for pixel the
+    eval transform, which the naive loop also trains on with augment: none; otherwise cached
+    and naive training see different crops (any aspect ratio, odd margins included)."""
+    from tlengine_plugins.image_classification import extraction
+
+    rng = np.random.default_rng(0)
+    sizes = [(48, 48), (40, 53), (61, 37), (33, 34), (29, 90)]
+    items = [(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), 0) for h, w in sizes]
+    pre = {"input_size": 28, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "crop_pct": crop_pct,
+           "interpolation": "bilinear"}
+    dataset = ImageDataset(items, build_transforms(pre, augment="none", train=False))
+    want = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    for train in (False, True):
+        got = torch.cat([batch for batch, _ in extraction.extraction_batches(
+            dataset, indices=torch.arange(len(sizes)), view=0, seed=0, batch_size=2, preprocessing=pre,
+            kernels="torch", train=train)])
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=lambda m: f"train={train}: {m}")

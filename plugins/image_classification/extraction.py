@@ -2,10 +2,11 @@
 
 Each sample is decoded and resized once into a square uint8 base image ``[S,S,3]``; the
 ``normalize_images`` op then crops the model's ``input_size`` window, mirrors it and
-normalises it into ``[B,3,input,input]`` in one pass. View 0 is the centre crop without
-mirroring (for val/test it equals the eval transform); training views >= 1 take a random
-crop position and mirror flag, fixed by (seed, sample, view) so a cache can be rebuilt or
-resumed to the same contents.
+normalises it into ``[B,3,input,input]`` in one pass. View 0 of every split is the eval
+transform (resize to ``input_size / crop_pct``, centre crop, no mirror), which is also what
+the naive loop trains on with ``augment: none``; training views >= 1 take a random crop
+position and mirror flag in a larger base, fixed by (seed, sample, view) so a cache can be
+rebuilt or resumed to the same contents.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ from .transforms import DEFAULT_CROP_PCT, to_rgb
 
 #: training views are cut from a base this much larger than the input (ImageNet's 256/224)
 TRAIN_BASE_CROP_PCT = 0.875
-AUGMENTATION = "centre view 0; views >= 1: random crop of input_size from a base of input_size/0.875, random mirror"
+AUGMENTATION = ("view 0: the eval transform; views >= 1: random crop of input_size from a base of "
+                "input_size/min(crop_pct, 0.875), random mirror")
 
 
 def base_size(preprocessing: dict[str, Any], *, train: bool) -> int:
-    """Side S of the square uint8 base image the crop windows are cut from."""
+    """Side S of the square uint8 base image the crop windows are cut from: the eval
+    transform's resize, or for random training views (``train``) at least input/0.875, so
+    there is room to move the crop."""
     size = int(preprocessing["input_size"])
     crop_pct = float(preprocessing.get("crop_pct") or DEFAULT_CROP_PCT)
     if train:
@@ -40,24 +44,42 @@ def base_size(preprocessing: dict[str, Any], *, train: bool) -> int:
     return max(size, math.floor(size / crop_pct))
 
 
-class BaseImages(Dataset):
-    """``items[indices[i]]`` as uint8 ``[S,S,3]``: shorter side resized to S, centre square."""
+def centre_offset(length: int, crop: int) -> int:
+    """Where torchvision's CenterCrop starts a ``crop`` window in ``length`` pixels."""
+    return int(round((length - crop) / 2.0))
 
-    def __init__(self, items: Sequence[tuple[ImageItem, int]], indices: Sequence[int], size: int, interpolation: str):
-        self.items, self.indices, self.size = items, list(indices), size
+
+class BaseImages(Dataset):
+    """``items[indices[i]]`` as uint8 ``[S,S,3]``.
+
+    The shorter side is resized to S exactly as torchvision's ``Resize(S)`` does (the longer
+    side truncated), and the S x S square is placed so that its centre ``crop`` x ``crop``
+    window (view 0) is, pixel for pixel, ``CenterCrop(crop)`` of the whole resized image:
+    view 0 then reproduces the eval transform for any aspect ratio.
+    """
+
+    def __init__(self, items: Sequence[tuple[ImageItem, int]], indices: Sequence[int], size: int, crop: int,
+                 interpolation: str):
+        self.items, self.indices, self.size, self.crop = items, list(indices), size, crop
         self.resample = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}.get(interpolation, Image.BILINEAR)
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _square_start(self, length: int) -> int:
+        start = centre_offset(length, self.crop) - centre_offset(self.size, self.crop)
+        return min(max(start, 0), length - self.size)
+
     def __getitem__(self, i: int) -> torch.Tensor:
         item, _ = self.items[self.indices[i]]
         image = to_rgb(item if isinstance(item, Image.Image) else open_image(Path(item)))
         w, h = image.size
-        scale = self.size / min(w, h)
-        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        if w <= h:
+            nw, nh = self.size, int(self.size * h / w)
+        else:
+            nw, nh = int(self.size * w / h), self.size
         image = image.resize((nw, nh), self.resample, reducing_gap=None)
-        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        left, top = self._square_start(nw), self._square_start(nh)
         image = image.crop((left, top, left + self.size, top + self.size))
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
 
@@ -95,7 +117,7 @@ def view_params(samples: torch.Tensor, view: int, seed: int, base: int, size: in
     """(offsets int64 [B,2], mirror bool [B]) of ``view`` for each sample index."""
     n = samples.numel()
     if view == 0:
-        centre = (base - size) // 2
+        centre = centre_offset(base, size)
         return torch.full((n, 2), centre, dtype=torch.int64), torch.zeros(n, dtype=torch.bool)
     offsets = torch.empty((n, 2), dtype=torch.int64)
     mirror = torch.empty(n, dtype=torch.bool)
@@ -112,9 +134,9 @@ def extraction_batches(dataset: Dataset, *, indices: torch.Tensor, view: int, se
     """Normalised ``[B,3,input,input]`` float32 batches of the samples ``indices``."""
     base_ds, positions = unwrap(dataset)
     size = int(preprocessing["input_size"])
-    base = base_size(preprocessing, train=train)
+    base = base_size(preprocessing, train=train and view > 0)  # view 0 = the eval transform, in every split
     chosen = [positions[i] for i in indices.tolist()]
-    images = BaseImages(base_ds.items, chosen, base, str(preprocessing.get("interpolation", "bilinear")))
+    images = BaseImages(base_ds.items, chosen, base, size, str(preprocessing.get("interpolation", "bilinear")))
     loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=0)
     ops = ops_for(kernels)
     mean = [float(m) for m in preprocessing["mean"]]

@@ -21,6 +21,7 @@
 
 #include "../checks.h"
 #include "../common.h"
+#include "dispatch.cuh"
 
 namespace tlengine {
 namespace {
@@ -71,17 +72,6 @@ gather_dequantize_kernel(const cache_t* __restrict__ cache, int64_t cache_s0, in
   }
 }
 
-#define TLE_OUT_CASES(...)                        \
-  AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)       \
-  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)        \
-  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)
-
-#define TLE_CACHE_CASES(...)                      \
-  AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)       \
-  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)        \
-  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)    \
-  AT_DISPATCH_CASE(at::kChar, __VA_ARGS__)
-
 bool is_aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 template <typename cache_t, typename out_t>
@@ -128,7 +118,7 @@ at::Tensor gather_dequantize_cuda(const at::Tensor& cache, const at::Tensor& sca
   AT_DISPATCH_SWITCH(cache_type, "gather_dequantize_cuda", TLE_CACHE_CASES([&] {
     using cache_t = scalar_t;
     AT_DISPATCH_SWITCH(dtype, "gather_dequantize_cuda",
-                       TLE_OUT_CASES([&] { launch_gather<cache_t, scalar_t>(cache, scales, row_idx, out); }));
+                       TLE_FLOAT_CASES([&] { launch_gather<cache_t, scalar_t>(cache, scales, row_idx, out); }));
   }));
   return out;
 }

@@ -25,6 +25,7 @@
 
 #include "../checks.h"
 #include "../common.h"
+#include "dispatch.cuh"
 
 namespace tlengine {
 namespace {
@@ -64,11 +65,6 @@ normalize_images_kernel(const uint8_t* __restrict__ images, const int64_t* __res
   }
 }
 
-#define TLE_OUT_CASES(...)                        \
-  AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)       \
-  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)        \
-  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)
-
 template <typename out_t>
 void launch_normalize(const at::Tensor& images, const at::Tensor& offsets, const at::Tensor& mirror, at::Tensor& out,
                       const ChannelCoeffs& coeffs) {
@@ -106,7 +102,7 @@ at::Tensor normalize_images_cuda(const at::Tensor& images, const at::Tensor& off
     coeffs.c[i] = normalize_coefficients(static_cast<float>(mean[i]), static_cast<float>(stdev[i]));
   }
   const at::Tensor src = images.contiguous();
-  AT_DISPATCH_SWITCH(dtype, "normalize_images_cuda", TLE_OUT_CASES([&] {
+  AT_DISPATCH_SWITCH(dtype, "normalize_images_cuda", TLE_FLOAT_CASES([&] {
     launch_normalize<scalar_t>(src, offsets.contiguous(), mirror.contiguous(), out, coeffs);
   }));
   return out;

@@ -50,6 +50,7 @@
 
 #include "../checks.h"
 #include "../common.h"
+#include "dispatch.cuh"
 
 namespace tlengine {
 namespace {
@@ -305,17 +306,6 @@ unsigned grid_size(int64_t blocks) {
   return static_cast<unsigned>(blocks);
 }
 
-#define TLE_FEATURE_CASES(...)                 \
-  AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)    \
-  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)     \
-  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)
-
-#define TLE_CACHE_CASES(...)                   \
-  AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)    \
-  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)     \
-  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__) \
-  AT_DISPATCH_CASE(at::kChar, __VA_ARGS__)
-
 struct ScatterArgs {
   at::Tensor x;        // features, contiguous per sample in the chosen layout
   at::Tensor cache;    // [R, d_row], contiguous
@@ -429,7 +419,7 @@ void pool_quantize_scatter_cuda(const at::Tensor& features_in, at::Tensor& cache
   a.channel_major = layout.channel_major;
   a.pooling = shape.pooling;
   a.l2_normalize = l2_normalize;
-  AT_DISPATCH_SWITCH(a.x.scalar_type(), "pool_quantize_scatter_cuda", TLE_FEATURE_CASES([&] {
+  AT_DISPATCH_SWITCH(a.x.scalar_type(), "pool_quantize_scatter_cuda", TLE_FLOAT_CASES([&] {
     using feat_t = scalar_t;
     AT_DISPATCH_SWITCH(cache.scalar_type(), "pool_quantize_scatter_cuda",
                        TLE_CACHE_CASES([&] { launch_pool_quantize_scatter<feat_t, scalar_t>(a); }));
