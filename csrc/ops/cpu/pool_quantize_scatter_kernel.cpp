@@ -95,43 +95,56 @@ inline float nan_max(float acc, float x) {
 #if defined(__AVX__)
 constexpr bool kHavePlanes8 = true;
 
-// [v0 .. v7] -> one vector whose lane k holds the sum of v_k's lanes.
-inline __m256 lane_sums(const __m256* v) {
-  const __m256 ab = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  const __m256 cd = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(ab, cd, 0x20), _mm256_permute2f128_ps(ab, cd, 0x31));
-}
+struct AddOp {
+  static __m256 apply(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+};
+struct MaxOp {  // NaN is checked separately (reduce_planes8)
+  static __m256 apply(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+};
 
-inline float lane_max(__m256 v) {
-  v = _mm256_max_ps(v, _mm256_permute2f128_ps(v, v, 1));
-  v = _mm256_max_ps(v, _mm256_shuffle_ps(v, v, 0x4E));
-  v = _mm256_max_ps(v, _mm256_shuffle_ps(v, v, 0xB1));
-  return _mm256_cvtss_f32(v);
+// [v0 .. v7] -> one vector whose lane k is Op over v_k's eight lanes: pairs of vectors are
+// interleaved and combined, then the 128-bit halves (21 instructions for eight channels).
+template <typename Op>
+inline __m256 across_lanes(const __m256* v) {
+  __m256 pairs[4];
+  for (int j = 0; j < 4; ++j) {  // lanes per half: [a0 b0 a1 b1] with a = v[2j], b = v[2j+1]
+    pairs[j] = Op::apply(_mm256_unpacklo_ps(v[2 * j], v[2 * j + 1]), _mm256_unpackhi_ps(v[2 * j], v[2 * j + 1]));
+  }
+  // per half: [v0 v1 v2 v3] and [v4 v5 v6 v7]
+  const __m256 q0 = Op::apply(_mm256_shuffle_ps(pairs[0], pairs[1], 0x44), _mm256_shuffle_ps(pairs[0], pairs[1], 0xEE));
+  const __m256 q1 = Op::apply(_mm256_shuffle_ps(pairs[2], pairs[3], 0x44), _mm256_shuffle_ps(pairs[2], pairs[3], 0xEE));
+  return Op::apply(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
 }
 
 // NaN: _mm256_max_ps drops a NaN in one of its operands, so max tracks one "saw a NaN" mask
-// for all eight planes (one register: 8 accumulators + 8 masks would not fit in 16) and, in
-// the rare case it is set, redoes those planes with max_of.
+// for all eight planes (one register; an unordered compare of two planes' vectors checks
+// both) and, in the rare case it is set, redoes those planes with max_of.
 template <bool Max>
 void reduce_planes8(const float* __restrict__ p, int64_t T, float* __restrict__ out) {
   __m256 acc[8];
   __m256 nan = _mm256_setzero_ps();
-  for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
   const int64_t whole = T & ~int64_t{7};
+  // Ask for the group two ahead now: with eight interleaved streams per group the hardware
+  // prefetchers alone fall behind (time / f.sum() of the same bytes, ResNet-50 and VGG16
+  // maps: 1.11-1.19 with this prefetch, 1.22-1.93 without, on a noisy 2-core VM).
+  const char* ahead = reinterpret_cast<const char*>(p + 16 * T);
+  for (int64_t off = 0; off < 8 * T * static_cast<int64_t>(sizeof(float)); off += 64) {
+    _mm_prefetch(ahead + off, _MM_HINT_T0);
+  }
+  for (int k = 0; k < 8; ++k) acc[k] = Max ? _mm256_loadu_ps(p + k * T) : _mm256_setzero_ps();
   if constexpr (Max) {
-    for (int k = 0; k < 8; ++k) {
-      acc[k] = _mm256_loadu_ps(p + k * T);
-      nan = _mm256_or_ps(nan, _mm256_cmp_ps(acc[k], acc[k], _CMP_UNORD_Q));
-    }
+    for (int k = 0; k < 8; k += 2) nan = _mm256_or_ps(nan, _mm256_cmp_ps(acc[k], acc[k + 1], _CMP_UNORD_Q));
   }
   for (int64_t t = Max ? 8 : 0; t < whole; t += 8) {
-    for (int k = 0; k < 8; ++k) {
-      const __m256 x = _mm256_loadu_ps(p + k * T + t);
+    for (int k = 0; k < 8; k += 2) {
+      const __m256 x0 = _mm256_loadu_ps(p + k * T + t), x1 = _mm256_loadu_ps(p + (k + 1) * T + t);
       if constexpr (Max) {
-        acc[k] = _mm256_max_ps(acc[k], x);
-        nan = _mm256_or_ps(nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        acc[k] = _mm256_max_ps(acc[k], x0);
+        acc[k + 1] = _mm256_max_ps(acc[k + 1], x1);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(x0, x1, _CMP_UNORD_Q));
       } else {
-        acc[k] = _mm256_add_ps(acc[k], x);
+        acc[k] = _mm256_add_ps(acc[k], x0);
+        acc[k + 1] = _mm256_add_ps(acc[k + 1], x1);
       }
     }
   }
@@ -140,13 +153,12 @@ void reduce_planes8(const float* __restrict__ p, int64_t T, float* __restrict__ 
       for (int k = 0; k < 8; ++k) out[k] = max_of(p + k * T, T);
       return;
     }
+    _mm256_storeu_ps(out, across_lanes<MaxOp>(acc));
     for (int k = 0; k < 8; ++k) {
-      float m = lane_max(acc[k]);
-      for (int64_t t = whole; t < T; ++t) m = nan_max(m, p[k * T + t]);
-      out[k] = m;
+      for (int64_t t = whole; t < T; ++t) out[k] = nan_max(out[k], p[k * T + t]);
     }
   } else {
-    _mm256_storeu_ps(out, lane_sums(acc));
+    _mm256_storeu_ps(out, across_lanes<AddOp>(acc));
     for (int k = 0; k < 8; ++k) {
       for (int64_t t = whole; t < T; ++t) out[k] += p[k * T + t];
     }
@@ -345,7 +357,9 @@ StoreFn store_fn(at::ScalarType t) {
   }
 }
 
-// Indices n whose rows[n] does not occur again later, in increasing row order.
+// Indices n whose rows[n] does not occur again later, in increasing n: the features are then
+// read front to back (in row order, i.e. a random sample order, the hardware prefetchers
+// restart at every sample and the read rate drops by a third).
 std::vector<int64_t> last_occurrences(const int64_t* rows, int64_t n) {
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), int64_t{0});
@@ -355,6 +369,7 @@ std::vector<int64_t> last_occurrences(const int64_t* rows, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     if (i + 1 == n || rows[order[i + 1]] != rows[order[i]]) winners.push_back(order[i]);
   }
+  std::sort(winners.begin(), winners.end());
   return winners;
 }
 
