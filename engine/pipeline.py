@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from . import __version__
+from . import __version__, kernels
 from .atomic import write_json, write_text
 from .config import PipelineConfig, StrategyConfig, TrainConfig, dump_yaml
 from .errors import RunError, TLEngineError
@@ -178,6 +178,10 @@ class Runner:
         hook.tlengine_before_run(run_dir=run_dir, config=config.model_dump(mode="json"))
         started = time.perf_counter()
         records = self._restore_records(run_dir, p) if resume else []
+        if any(_uses_fused_kernels(task, arm) for arm in p.arms):
+            # A first-use build of the kernels (about a minute) happens here, in the open, and
+            # not inside the first cached arm's time.
+            kernels.extension_available()
 
         def on_epoch(record: dict[str, Any]) -> None:
             records.append(record)
@@ -298,6 +302,14 @@ class Runner:
         write_json(run_dir / "metrics.json", summary)
         write_json(run_dir / "status.json", {"state": "complete"})
         return summary
+
+
+def _uses_fused_kernels(task: Task, arm: Arm) -> bool:
+    """Whether ``arm`` trains from the feature cache with the fused ops (when they build)."""
+    strategy = arm.strategy
+    cache = strategy.config.cache
+    return (strategy.frozen_backbone and cache.enabled and cache.kernels != "torch"
+            and task.supports_feature_cache)
 
 
 def _read_json(path: Path) -> Any:

@@ -64,3 +64,26 @@ def test_kernels_command_reports_status(cli):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["built"] is True and status["cuda_available"] is False
+
+
+@pytest.mark.parametrize("kernels, loads", [("auto", True), ("torch", False)])
+def test_fused_kernels_load_before_the_first_arm(monkeypatch, fe_pipeline, tmp_path, kernels, loads):
+    """A first-use kernel build happens before any arm starts (so its minute is not counted
+    as the cached arm's time), and only when an arm will use the fused ops."""
+    from tlengine import kernels as kernel_front
+    from tlengine.pipeline import Runner
+    from tlengine.plugins import get_plugin_manager
+    from tlengine.validation import load_pipeline
+
+    events: list[str] = []
+    real = kernel_front.extension_available
+    monkeypatch.setattr(kernel_front, "extension_available", lambda: events.append("kernels") or real())
+    manager = get_plugin_manager()
+    runner = Runner(manager, echo=events.append)
+    loaded = load_pipeline(str(fe_pipeline), [f"strategy.cache.kernels={kernels}"], manager.registries)
+    runner.run(loaded, output=tmp_path / "run")
+    first_arm = next(i for i, e in enumerate(events) if e.startswith("[feature-extraction]"))
+    if loads:
+        assert "kernels" in events[:first_arm], events[:first_arm + 1]
+    else:
+        assert "kernels" not in events, events
