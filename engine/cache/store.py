@@ -241,11 +241,10 @@ class FeatureCache:
             raise ValueError(f"pooling '{pooling}' differs from the cache key's '{self.key.pooling}'")
         if l2_normalize is not None and bool(l2_normalize) != self.key.l2_normalize:
             raise ValueError(f"l2_normalize={l2_normalize} differs from the cache key's {self.key.l2_normalize}")
-        rows = torch.as_tensor(rows).to(device=self.device, dtype=torch.int64)
+        rows = torch.as_tensor(rows)
         if rows.dim() != 1:
             raise ValueError(f"rows must be 1-D, got shape {list(rows.shape)}")
-        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.rows):
-            raise IndexError(f"rows must be in [0, {self.rows}), got [{int(rows.min())}, {int(rows.max())}]")
+        rows = self._row_ids(rows)
         rows_cpu = rows.cpu()
         if self._complete:
             self._mark_incomplete()  # first: it takes the exclusive lock that rewriting needs
@@ -309,9 +308,7 @@ class FeatureCache:
         Raises :class:`CacheMissError` if any row has not been written.
         """
         self._check_open()
-        rows = torch.as_tensor(rows).to(device=self.device, dtype=torch.int64)
-        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.rows):
-            raise IndexError(f"rows must be in [0, {self.rows}), got [{int(rows.min())}, {int(rows.max())}]")
+        rows = self._row_ids(rows)
         ok = self._filled[rows]
         if not bool(ok.all()):
             bad = rows[~ok][:8].tolist()
@@ -363,6 +360,13 @@ class FeatureCache:
         return (f"FeatureCache({self.key.backbone}/{self.key.layer}, {self.rows}x{self.row_dim} {self.key.dtype}, "
                 f"{self.storage} {where}, {self.rows - int((~self._filled).sum()) if not self._closed else '?'}"
                 f"/{self.rows} filled)")
+
+    def _row_ids(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` as int64 on the cache device, each in [0, R)."""
+        rows = torch.as_tensor(rows).to(device=self.device, dtype=torch.int64)
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.rows):
+            raise IndexError(f"rows must be in [0, {self.rows}), got [{int(rows.min())}, {int(rows.max())}]")
+        return rows
 
     def _check_open(self) -> None:
         if self._closed:

@@ -12,7 +12,8 @@ A task opts in by implementing ``targets``, ``dataset_fingerprint`` and
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,9 +23,6 @@ from ..cache import CacheKey, FeatureCache, fingerprint_state_dict
 from ..config import CacheConfig
 from ..task import Task
 from .progress import progress_bar
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
-
 
 class HeadOnly(nn.Module):
     """Wraps a TransferModel so that ``forward(features) = head(features)``."""
@@ -63,9 +61,9 @@ class CachedFeatures:
     """Builds (or reopens) the caches of one arm and serves batches from them."""
 
     def __init__(self, task: Task, model: nn.Module, data: Any, config: CacheConfig, *, device: torch.device,
-                 seed: int, batch_size: int, echo: Callable[[str], None] = lambda s: None):
+                 seed: int, batch_size: int):
         self.task, self.model, self.data, self.config = task, model, data, config
-        self.device, self.seed, self.batch_size, self.echo = device, seed, batch_size, echo
+        self.device, self.seed, self.batch_size = device, seed, batch_size
         self.caches: dict[str, FeatureCache] = {}
         self.targets: dict[str, torch.Tensor] = {}
         self.extraction_seconds = 0.0
@@ -103,17 +101,15 @@ class CachedFeatures:
             cache.finalize()
         self.extraction_seconds = time.perf_counter() - t0
 
-    def _root(self) -> Any:
-        from pathlib import Path
-
+    def _root(self) -> Path | None:
         return Path(self.config.root) if self.config.root else None
 
     def _extract(self, split: str, dataset: Dataset, cache: FeatureCache, missing: torch.Tensor, views: int) -> None:
+        missing_samples, missing_views = FeatureCache.sample_view(missing, views)
         for view in range(views):
-            rows_of_view = missing[missing % views == view]
-            if not rows_of_view.numel():
+            samples = missing_samples[missing_views == view]
+            if not samples.numel():
                 continue
-            samples = rows_of_view // views
             batches = self.task.extraction_batches(dataset, indices=samples, view=view, seed=self.seed,
                                                    batch_size=self.batch_size, preprocessing=self.preprocessing,
                                                    kernels=self.config.kernels, train=split == "train")
@@ -124,7 +120,7 @@ class CachedFeatures:
                     feats = self.model.backbone(inputs.to(self.device, non_blocking=True))
                     if feats.dim() == 2:  # pooled [B,D] -> one token [B,1,D]
                         feats = feats.unsqueeze(1)
-                    rows = (sample_idx.to(torch.int64) * views + view).to(cache.device)
+                    rows = FeatureCache.row_index(sample_idx, views, view).to(cache.device)
                     # pooled on the features' device; only the rows move to the cache's
                     cache.write(feats, rows, pooling="avg", l2_normalize=False)
         cache.commit()
@@ -134,9 +130,7 @@ class CachedFeatures:
         """One view per sample for this epoch, shuffled by ``seed``."""
         cache, targets = self.caches["train"], self.targets["train"]
         n = targets.shape[0]
-        views = cache.key.views
-        chosen = cache.draw_views(epoch, n, seed)
-        rows = torch.arange(n, dtype=torch.int64) * views + chosen
+        rows = FeatureCache.row_index(torch.arange(n), cache.views, cache.draw_views(epoch, n, seed))
         generator = torch.Generator().manual_seed(seed)
         return DataLoader(_RowBatches(cache, rows, targets), batch_size=batch_size, shuffle=True,
                           generator=generator, collate_fn=_identity_collate)
@@ -159,7 +153,3 @@ class CachedFeatures:
                 "dtype": self.config.dtype, "views": self.config.views, "kernels": self.config.kernels,
                 "splits": {split: cache.stats for split, cache in self.caches.items()}}
 
-
-def batches_of(indices: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, int(indices.numel()), batch_size):
-        yield indices[start:start + batch_size]
