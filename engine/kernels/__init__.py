@@ -120,8 +120,8 @@ def _load_locked() -> None:
 
 
 def _register_fakes() -> None:
-    """Shape/dtype-only implementations for FakeTensor tracing (torch.compile, opcheck)."""
-    float_dtypes = (torch.float32, torch.float16, torch.bfloat16)
+    """Shape/dtype-only implementations for FakeTensor tracing (torch.compile, opcheck); they
+    run the reference's metadata checks, so a traced call fails as the eager one would."""
 
     def same_device(message, *tensors):
         # Real tensors on different devices reach the Meta kernel (this fake) when one is meta.
@@ -130,48 +130,23 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("tlengine::normalize_images")
     def _normalize_images_fake(images, offsets, mirror, out_h, out_w, mean, std, dtype):
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be uint8 [N,H,W,C], got {images.dtype} {list(images.shape)}")
-        same_device("images, offsets and mirror must be on the same device", images, offsets, mirror)
-        if dtype not in float_dtypes:
-            raise ValueError(f"output dtype must be float32, float16 or bfloat16, got {dtype}")
-        n, h, w, c = images.shape
-        if len(mean) != c or len(std) != c:
-            raise ValueError(f"mean and std need {c} values (one per channel), got {len(mean)} and {len(std)}")
-        if out_h <= 0 or out_w <= 0 or out_h > h or out_w > w:
-            raise ValueError(f"crop {out_h}x{out_w} does not fit images of {h}x{w}")
+        if images.dtype == torch.uint8 and images.dim() == 4:  # else the check below names the problem
+            same_device("images, offsets and mirror must be on the same device", images, offsets, mirror)
+        reference.check_normalize_args(images, offsets, mirror, out_h, out_w, mean, std, dtype)
+        n, _, _, c = images.shape
         return images.new_empty((n, c, out_h, out_w), dtype=dtype)
 
     @torch.library.register_fake("tlengine::pool_quantize_scatter")
     def _pool_quantize_scatter_fake(features, cache, scales, rows, pooling, l2_normalize):
         same_device("features, cache, scales and rows must be on the same device", features, cache, scales, rows)
-        if pooling not in reference.POOLINGS:
-            raise ValueError(f"pooling must be one of {reference.POOLINGS}, got '{pooling}'")
-        if features.dim() not in (3, 4):
-            raise ValueError(f"features must be [N,C,H,W] or [N,T,D], got {list(features.shape)}")
-        if features.dim() == 4 and pooling == "cls":
-            raise ValueError("pooling 'cls' needs [N,T,D] features, got [N,C,H,W]")
-        n = features.shape[0]
-        d = features.shape[1] if features.dim() == 4 else features.shape[2]
-        t = features.shape[2] * features.shape[3] if features.dim() == 4 else features.shape[1]
-        row_len = t * d if pooling == "none" else d
-        if cache.dtype not in reference.CACHE_DTYPES or cache.dim() != 2 or cache.shape[1] != row_len:
-            raise ValueError(f"pooled rows have {row_len} values but the cache is {cache.dtype} {list(cache.shape)}")
-        if scales.dtype != torch.float32 or scales.shape != (cache.shape[0],):
-            raise ValueError(f"scales must be float32 [{cache.shape[0]}], got {scales.dtype} {list(scales.shape)}")
-        if rows.dtype != torch.int64 or rows.shape != (n,):
-            raise ValueError(f"rows must be int64 [{n}], got {rows.dtype} {list(rows.shape)}")
+        row_len = reference.pooled_row_len(features.shape, pooling)
+        reference.check_scatter_args(features.shape[0], row_len, features.device, cache, scales, rows)
         return None
 
     @torch.library.register_fake("tlengine::gather_dequantize")
     def _gather_dequantize_fake(cache, scales, rows, dtype):
         same_device("cache, scales and rows must be on the same device", cache, scales, rows)
-        if cache.dtype not in reference.CACHE_DTYPES or cache.dim() != 2:
-            raise ValueError(f"cache must be 2-D of {reference.CACHE_DTYPES}, got {cache.dtype} {list(cache.shape)}")
-        if rows.dtype != torch.int64 or rows.dim() != 1:
-            raise ValueError(f"rows must be a 1-D int64 tensor, got {rows.dtype} {list(rows.shape)}")
-        if dtype not in float_dtypes:
-            raise ValueError(f"output dtype must be float32, float16 or bfloat16, got {dtype}")
+        reference.check_gather_args(cache, scales, rows, dtype)
         return cache.new_empty((rows.shape[0], cache.shape[1]), dtype=dtype)
 
 

@@ -34,8 +34,9 @@ def normalize_images(images: torch.Tensor, offsets: torch.Tensor, mirror: torch.
     offsets: int64 ``[N,2]``; mirror: bool ``[N]``; mean/std: C floats; arithmetic in float32,
     rounded once to ``dtype`` (float32, float16 or bfloat16) at the end.
     """
-    _check_normalize(images, offsets, mirror, out_h, out_w, mean, std, dtype)
-    n, _, _, c = images.shape
+    check_normalize_args(images, offsets, mirror, out_h, out_w, mean, std, dtype)
+    n, h, w, c = images.shape
+    _check_crop_offsets(offsets, h, w, out_h, out_w)
     out = torch.empty((n, c, out_h, out_w), dtype=dtype, device=images.device)
     m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(c, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=images.device).view(c, 1, 1)
@@ -56,18 +57,13 @@ def pooled_rows(features: torch.Tensor, pooling: str, l2_normalize: bool) -> tor
     ``[N,T,D]``: avg / max over T -> ``[N,D]``; cls -> token 0; none -> ``[N, T*D]``.
     ``l2_normalize`` divides each D-vector (each token for none) by max(||v||, 1e-12).
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
+    pooled_row_len(features.shape, pooling)  # checks pooling and rank
     x = features.to(torch.float32)
     if x.dim() == 4:
         n, c, h, w = x.shape
         tokens = x.reshape(n, c, h * w).transpose(1, 2)  # [N, HW, C]
-        if pooling == "cls":
-            raise ValueError("pooling 'cls' needs [N,T,D] features, got [N,C,H,W]")
-    elif x.dim() == 3:
-        tokens = x
     else:
-        raise ValueError(f"features must be [N,C,H,W] or [N,T,D], got {list(features.shape)}")
+        tokens = x
     if pooling == "avg":
         vecs = tokens.mean(1, keepdim=True) if tokens.shape[1] else tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])
     elif pooling == "max":
@@ -79,6 +75,24 @@ def pooled_rows(features: torch.Tensor, pooling: str, l2_normalize: bool) -> tor
     if l2_normalize:
         vecs = vecs / vecs.norm(dim=-1, keepdim=True).clamp_min(L2_EPS)
     return vecs.reshape(vecs.shape[0], vecs.shape[1] * vecs.shape[2])  # not -1: N may be 0
+
+
+def pooled_row_len(shape: Sequence[int], pooling: str) -> int:
+    """Values per pooled row (D_row) for features of ``shape`` ``[N,C,H,W]`` or ``[N,T,D]``:
+    D (C for maps), or T*D (H*W*C) for ``none``. Raises ValueError for an unknown pooling,
+    another rank, or ``cls`` on maps."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
+    if len(shape) == 4:
+        if pooling == "cls":
+            raise ValueError("pooling 'cls' needs [N,T,D] features, got [N,C,H,W]")
+        _, d, h, w = shape
+        tokens = h * w
+    elif len(shape) == 3:
+        _, tokens, d = shape
+    else:
+        raise ValueError(f"features must be [N,C,H,W] or [N,T,D], got {list(shape)}")
+    return tokens * d if pooling == "none" else d
 
 
 def quantize_rows(rows: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +115,8 @@ def pool_quantize_scatter(features: torch.Tensor, cache: torch.Tensor, scales: t
     ``scales[rows[n]]`` in place. Where a row repeats in ``rows``, its last occurrence wins.
     """
     values = pooled_rows(features, pooling, l2_normalize)
-    _check_scatter(values, cache, scales, rows)
+    check_scatter_args(values.shape[0], values.shape[1], values.device, cache, scales, rows)
+    _check_rows_range(rows, cache.shape[0])
     q, scale = quantize_rows(values, cache.dtype)
     winners = last_occurrence(rows)
     cache[rows[winners]] = q[winners]
@@ -111,9 +126,8 @@ def pool_quantize_scatter(features: torch.Tensor, cache: torch.Tensor, scales: t
 def gather_dequantize(cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``cache[rows] (* scales[rows] for int8)`` as ``dtype`` ``[B, D_row]``."""
-    _check_gather(cache, scales, rows)
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"output dtype must be float32, float16 or bfloat16, got {dtype}")
+    check_gather_args(cache, scales, rows, dtype)
+    _check_rows_range(rows, cache.shape[0])
     picked = cache.index_select(0, rows).to(torch.float32)
     if cache.dtype == torch.int8:
         picked = picked * scales.index_select(0, rows)[:, None]
@@ -132,40 +146,56 @@ def last_occurrence(rows: torch.Tensor) -> torch.Tensor:
     return perm[last]
 
 
-def _check_rows(rows: torch.Tensor, num_rows: int, device: torch.device) -> None:
+# The check_*_args functions look at metadata only (dtypes, shapes, devices), so the fake
+# implementations that torch.compile traces with (tlengine.kernels) run them too; the checks
+# that read values (row indices, crop offsets) follow them in the ops above.
+def _check_output_dtype(dtype: torch.dtype) -> None:
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"output dtype must be float32, float16 or bfloat16, got {dtype}")
+
+
+def _check_rows_meta(rows: torch.Tensor, device: torch.device) -> None:
     if rows.dtype != torch.int64 or rows.dim() != 1:
         raise ValueError(f"rows must be a 1-D int64 tensor, got {rows.dtype} {list(rows.shape)}")
     if rows.device != device:
         raise ValueError(f"rows are on {rows.device} but the cache is on {device}")
+
+
+def _check_rows_range(rows: torch.Tensor, num_rows: int) -> None:
     if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= num_rows):
         raise IndexError(f"rows must be in [0, {num_rows}), got values in [{int(rows.min())}, {int(rows.max())}]")
 
 
-def _check_scatter(values: torch.Tensor, cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor) -> None:
+def check_scatter_args(num_values: int, row_len: int, device: torch.device, cache: torch.Tensor,
+                       scales: torch.Tensor, rows: torch.Tensor) -> None:
+    """pool_quantize_scatter: ``num_values`` pooled rows of ``row_len`` values on ``device``."""
     if cache.dtype not in CACHE_DTYPES:
         raise ValueError(f"cache dtype must be one of {CACHE_DTYPES}, got {cache.dtype}")
-    if cache.dim() != 2 or values.shape[1] != cache.shape[1]:
-        raise ValueError(f"pooled rows have {values.shape[1]} values but cache rows have "
+    if cache.dim() != 2 or row_len != cache.shape[1]:
+        raise ValueError(f"pooled rows have {row_len} values but cache rows have "
                          f"{cache.shape[1] if cache.dim() == 2 else list(cache.shape)}")
     if scales.dtype != torch.float32 or scales.shape != (cache.shape[0],):
         raise ValueError(f"scales must be float32 [{cache.shape[0]}], got {scales.dtype} {list(scales.shape)}")
-    if rows.dim() == 1 and values.shape[0] != rows.shape[0]:  # other ranks: _check_rows says so
-        raise ValueError(f"{values.shape[0]} feature rows but {rows.shape[0]} row indices")
-    if values.device != cache.device:
-        raise ValueError(f"features are on {values.device} but the cache is on {cache.device}")
-    _check_rows(rows, cache.shape[0], cache.device)
+    if rows.dim() == 1 and num_values != rows.shape[0]:  # other ranks: _check_rows_meta says so
+        raise ValueError(f"{num_values} feature rows but {rows.shape[0]} row indices")
+    if device != cache.device:
+        raise ValueError(f"features are on {device} but the cache is on {cache.device}")
+    _check_rows_meta(rows, cache.device)
 
 
-def _check_gather(cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor) -> None:
+def check_gather_args(cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype) -> None:
+    """gather_dequantize."""
     if cache.dtype not in CACHE_DTYPES or cache.dim() != 2:
         raise ValueError(f"cache must be 2-D of {CACHE_DTYPES}, got {cache.dtype} {list(cache.shape)}")
     if scales.dtype != torch.float32 or scales.shape != (cache.shape[0],):
         raise ValueError(f"scales must be float32 [{cache.shape[0]}], got {scales.dtype} {list(scales.shape)}")
-    _check_rows(rows, cache.shape[0], cache.device)
+    _check_rows_meta(rows, cache.device)
+    _check_output_dtype(dtype)
 
 
-def _check_normalize(images: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, out_h: int, out_w: int,
-                     mean: Sequence[float], std: Sequence[float], dtype: torch.dtype) -> None:
+def check_normalize_args(images: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, out_h: int, out_w: int,
+                         mean: Sequence[float], std: Sequence[float], dtype: torch.dtype) -> None:
+    """normalize_images."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 [N,H,W,C], got {images.dtype} {list(images.shape)}")
     n, h, w, c = images.shape
@@ -181,9 +211,11 @@ def _check_normalize(images: torch.Tensor, offsets: torch.Tensor, mirror: torch.
         raise ValueError("images, offsets and mirror must be on the same device")
     if out_h <= 0 or out_w <= 0 or out_h > h or out_w > w:
         raise ValueError(f"crop {out_h}x{out_w} does not fit images of {h}x{w}")
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"output dtype must be float32, float16 or bfloat16, got {dtype}")
-    if n:
+    _check_output_dtype(dtype)
+
+
+def _check_crop_offsets(offsets: torch.Tensor, h: int, w: int, out_h: int, out_w: int) -> None:
+    if offsets.numel():
         tops, lefts = offsets[:, 0], offsets[:, 1]
         if int(tops.min()) < 0 or int(lefts.min()) < 0 or int(tops.max()) > h - out_h or int(lefts.max()) > w - out_w:
             raise IndexError(f"crop offsets must keep a {out_h}x{out_w} window inside {h}x{w} images")
