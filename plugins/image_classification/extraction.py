@@ -11,7 +11,6 @@ rebuilt or resumed to the same contents.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from tlengine.cache import fingerprint_items
 from tlengine.kernels import ops_for
 from tlengine.training.seeding import derive_seed
 
@@ -98,19 +98,21 @@ def targets(dataset: Dataset) -> torch.Tensor:
 
 
 def fingerprint(dataset: Dataset) -> str:
-    """Changes when any sample's file (path, size, mtime) or in-memory pixels change."""
+    """Changes when any sample's file (path, size, mtime), in-memory pixels or label change."""
     base, indices = unwrap(dataset)
-    h = hashlib.blake2b(digest_size=16)
-    for i in indices:
-        item, label = base.items[i]
-        if isinstance(item, Image.Image):
-            h.update(f"{item.mode}{item.size}".encode())
-            h.update(item.tobytes())
-        else:
-            st = Path(item).stat()
-            h.update(f"{item}:{st.st_size}:{st.st_mtime_ns}".encode())
-        h.update(f"|{label};".encode())
-    return h.hexdigest()
+
+    def items() -> Iterator[bytes | str]:
+        for i in indices:
+            item, label = base.items[i]
+            if isinstance(item, Image.Image):
+                yield f"image:{item.mode}:{item.size}"
+                yield item.tobytes()
+            else:
+                st = Path(item).stat()
+                yield f"file:{item}:{st.st_size}:{st.st_mtime_ns}"
+            yield f"label:{label}"
+
+    return fingerprint_items(items())
 
 
 def view_params(samples: torch.Tensor, view: int, seed: int, base: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
