@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "plugins" / "template"
+TEMPLATE = Path(__file__).resolve().parents[2] / "plugins" / "template"
 
 
 @pytest.fixture(scope="module")

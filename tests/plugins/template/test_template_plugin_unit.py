@@ -16,7 +16,7 @@ from tlengine.config import validate_data
 from tlengine.errors import ConfigError, WeightsError
 from tlengine.plugins import PluginInfo, PluginManager
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "plugins" / "template"
+TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "plugins" / "template"
 
 
 @pytest.fixture
