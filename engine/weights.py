@@ -15,6 +15,7 @@ Loading goes through :func:`load_state_dict_file`, which never unpickles arbitra
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -71,18 +72,82 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"weights file {path} could not be read ({type(exc).__name__}: {exc})") from None
+        open(path, "rb").close()
+    except OSError as exc:
+        raise WeightsError(f"weights file {path} cannot be read ({exc.strerror or exc})") from None
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    obj = _load_torch(path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
     return obj
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        raise WeightsError(f"weights file {path} is corrupt or truncated (not a readable .safetensors file)") from None
+
+
+def _load_torch(path: Path) -> object:
+    """``torch.load(weights_only=True)`` with torch's own multi-line advice replaced by one
+    sentence: a file holding pickled objects or code is refused, a damaged one named."""
+    import pickle
+
+    try:
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 4 ... please file an issue": not the user's concern
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _mentions_global(exc) or _is_pickle(path)
+    except Exception:  # a damaged zip: RuntimeError, or OSError(EINVAL) from a seek; EOFError if empty
+        refused = False
+    if refused:
+        raise WeightsError(f"{path} is not a plain tensor state dict (it holds pickled code, which tlengine "
+                           "refuses to run); re-save it with torch.save(model.state_dict()) or as .safetensors")
+    raise WeightsError(f"weights file {path} is corrupt or truncated (not a readable PyTorch or safetensors file)")
+
+
+def _mentions_global(exc: BaseException) -> bool:
+    """True if torch's weights-only unpickler stopped at a Python global (a class or
+    function the file wants to call), as opposed to bytes it could not parse."""
+    for _ in range(8):  # the error and what it was raised from
+        if exc is None:
+            break
+        if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def _is_pickle(path: Path) -> bool:
+    """True if ``path`` (or the ``data.pkl`` of a torch zip archive) is a well-formed pickle
+    stream. Only parses opcodes (``pickletools.genops``): nothing in it is executed."""
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                stream: io.BufferedIOBase = io.BytesIO(archive.read(name))
+        else:
+            stream = open(path, "rb")
+        with stream:
+            ops = [op.name for op, _, _ in pickletools.genops(stream)]
+        return len(ops) > 2 and ops[0] == "PROTO"  # torch.save and pickle.dump (protocol >= 2) start so
+    except Exception:
+        return False
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], *, what: str, source: str) -> None:
