@@ -14,14 +14,16 @@ Nothing here unpickles: loading is safetensors + JSON only.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..atomic import atomic_path, write_json
+from ..atomic import atomic_path, write_error, write_json
 from ..errors import RunError
 
 FORMAT_VERSION = 1
@@ -34,8 +36,23 @@ def _tensors_for_save(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write tensors + JSON metadata (in the safetensors header) atomically."""
+    tensors = _tensors_for_save(tensors)
     with atomic_path(path) as tmp:
-        save_file(_tensors_for_save(tensors), str(tmp), metadata={"tlengine": json.dumps(meta)})
+        try:
+            save_file(tensors, str(tmp), metadata={"tlengine": json.dumps(meta)})
+        except SafetensorError as exc:  # safetensors reports I/O errors (a full disk) as its own type
+            raise write_error(path, _io_reason(exc)) from None
+
+
+def _io_reason(exc: Exception) -> str:
+    """'No space left on device' from 'Error while serializing: I/O error: No space left on
+    device (os error 28) at path ...'."""
+    text = str(exc)
+    code = re.search(r"\(os error (\d+)\)", text)
+    if code:
+        return os.strerror(int(code.group(1)))
+    text = re.sub(r"^Error while serializing:\s*", "", text.splitlines()[0] if text else "")
+    return text or type(exc).__name__
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

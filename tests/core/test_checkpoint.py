@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
+import pytest
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from tlengine.config import StrategyConfig, TrainConfig
+from tlengine.errors import RunError
 from tlengine.strategies import FineTune
 from tlengine.training import checkpoint
 from tlengine.training.optim import build_optimizer
@@ -68,3 +74,60 @@ def test_truncated_checkpoint_is_refused(tmp_path):
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     checkpoint.save_model(tmp_path / "m.safetensors", nn.Linear(2, 2), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+
+
+# ---------------------------------------------------------------------- failed and interrupted writes
+def _saved(tmp_path):
+    path = tmp_path / "state.safetensors"
+    checkpoint.save_tensors(path, {"w": torch.ones(3)}, {"epoch": 1})
+    return path, path.read_bytes()
+
+
+@pytest.mark.parametrize("failure", [
+    SafetensorError('Error while serializing: I/O error: No space left on device (os error 28) at path "/x/.tmp1"'),
+    SafetensorError("No space left on device"),
+    OSError(errno.ENOSPC, "No space left on device"),
+])
+def test_full_disk_is_one_sentence_and_keeps_the_old_checkpoint(tmp_path, monkeypatch, failure):
+    path, before = _saved(tmp_path)
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as fh:
+            fh.write(b"partial")
+        raise failure
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(RunError) as err:
+        checkpoint.save_tensors(path, {"w": torch.zeros(3)}, {"epoch": 2})
+    assert str(err.value) == f"cannot write {path}: no space left on device"
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.safetensors"]
+    tensors, meta = checkpoint.load_tensors(path)
+    assert meta == {"epoch": 1} and torch.equal(tensors["w"], torch.ones(3))
+
+
+def test_write_interrupted_midway_keeps_previous_content(tmp_path, monkeypatch):
+    """Killed half-way through writing (here: KeyboardInterrupt after half the bytes): the
+    target still holds the previous checkpoint and no temporary file is left."""
+    path, before = _saved(tmp_path)
+    real_save = checkpoint.save_file
+
+    def half_then_interrupt(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        data = Path(filename).read_bytes()
+        Path(filename).write_bytes(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_file", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_tensors(path, {"w": torch.zeros(1000)}, {"epoch": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.safetensors"]
+
+
+def test_unwritable_folder_is_a_run_error(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    target = blocker / "m.safetensors"
+    with pytest.raises(RunError, match=f"^cannot write {target}: not a directory$"):
+        checkpoint.save_model(target, nn.Linear(2, 2), {})
