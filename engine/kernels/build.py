@@ -2,7 +2,7 @@
 
 Order: ``import tlengine._C`` (built ahead of time by ``TLENGINE_BUILD_EXT=1 pip install -e .
 --no-build-isolation``), else a just-in-time build with ``torch.utils.cpp_extension.load`` +
-ninja into ``$TLENGINE_CACHE_DIR/extensions/<hash>`` (default ``~/.cache/tlengine``), keyed on
+ninja into ``<extensions folder>/<hash>`` (see :func:`extensions_root`), keyed on
 the sources, torch, Python, compiler and flags, so a build is reused until one of them changes.
 Without a compiler, or when the build fails, :func:`load_extension` returns None and callers use
 the pure-PyTorch reference ops. ``TLENGINE_NO_EXT=1`` forces that path.
@@ -12,7 +12,8 @@ only the standard library at import time and imports torch lazily.
 
 Environment:
 * ``TLENGINE_NO_EXT=1``: never load the extension.
-* ``TLENGINE_CACHE_DIR``: root of the JIT build cache.
+* ``TLENGINE_EXTENSIONS_DIR``: folder of the JIT builds (default ``~/.cache/tlengine/extensions``).
+  ``TLENGINE_CACHE_DIR`` moves only the feature caches, not the builds.
 * ``TLENGINE_NATIVE``: ``1`` compiles for the build machine's CPU (``-march=native``: AVX2 /
   AVX-512, F16C). Default: on for JIT builds (they run where they are built; the CPU model is
   part of the cache key), off for ahead-of-time builds (a wheel may move to another machine).
@@ -273,9 +274,13 @@ def _newest_source_mtime(root: Path) -> float:
     return max((p.stat().st_mtime for p in files), default=0.0)
 
 
-def cache_root() -> Path:
-    base = os.environ.get("TLENGINE_CACHE_DIR")
-    return Path(base).expanduser() if base else Path.home() / ".cache" / "tlengine"
+def extensions_root() -> Path:
+    """``$TLENGINE_EXTENSIONS_DIR``, else ``~/.cache/tlengine/extensions``: one subfolder per build.
+
+    Deliberately not under ``TLENGINE_CACHE_DIR`` (which moves the feature caches): pointing
+    the feature caches elsewhere must not trigger a rebuild of the kernels."""
+    base = os.environ.get("TLENGINE_EXTENSIONS_DIR")
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "tlengine" / "extensions"
 
 
 def _compiler_id() -> str | None:
@@ -397,8 +402,8 @@ def _build_jit(*, verbose: bool, with_cuda: bool | None) -> ModuleType | None:
         arch_list = cuda_arch_list() if with_cuda else None
         cflags = cxx_flags(jit=True) + (["-DTLENGINE_WITH_CUDA"] if with_cuda else [])
         srcs = sources(with_cuda, root)
-        build_dir = cache_root() / "extensions" / build_key(srcs, root, cflags=cflags, with_cuda=with_cuda,
-                                                            arch_list=arch_list, compiler=compiler)
+        build_dir = extensions_root() / build_key(srcs, root, cflags=cflags, with_cuda=with_cuda,
+                                                  arch_list=arch_list, compiler=compiler)
         _state["build_dir"] = str(build_dir)
         failed = build_dir / "FAILED"
         if failed.exists():

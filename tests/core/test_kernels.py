@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -435,6 +436,17 @@ def test_loading_is_cached_and_reported():
     assert module.has_cuda() == info["cuda_compiled"]
 
 
+def test_extensions_folder_is_independent_of_the_feature_cache_dir(monkeypatch, tmp_path):
+    """Moving the feature caches (TLENGINE_CACHE_DIR) must not move, and so rebuild, the kernels."""
+    monkeypatch.delenv("TLENGINE_EXTENSIONS_DIR", raising=False)
+    default = build.extensions_root()
+    assert default == Path.home() / ".cache" / "tlengine" / "extensions"
+    monkeypatch.setenv("TLENGINE_CACHE_DIR", str(tmp_path / "features-elsewhere"))
+    assert build.extensions_root() == default
+    monkeypatch.setenv("TLENGINE_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    assert build.extensions_root() == tmp_path / "ext"
+
+
 def _run_python(code: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=timeout)
@@ -455,14 +467,14 @@ FALLBACK_CHECK = """
 
 def test_fallback_without_compiler_says_so_once(tmp_path):
     result = _run_python(FALLBACK_CHECK, {"CXX": str(tmp_path / "no-such-compiler"), "TLENGINE_NO_EXT": "",
-                                          "TLENGINE_CACHE_DIR": str(tmp_path)})
+                                          "TLENGINE_EXTENSIONS_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("fused kernels unavailable") == 1, result.stderr
     assert "no C++ compiler" in result.stderr and "pure-PyTorch reference" in result.stderr
 
 
 def test_no_ext_env_forces_reference_quietly(tmp_path):
-    result = _run_python(FALLBACK_CHECK, {"TLENGINE_NO_EXT": "1", "TLENGINE_CACHE_DIR": str(tmp_path)})
+    result = _run_python(FALLBACK_CHECK, {"TLENGINE_NO_EXT": "1", "TLENGINE_EXTENSIONS_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "fused kernels unavailable" not in result.stderr and "TLENGINE_NO_EXT" in result.stdout
 
@@ -513,7 +525,7 @@ def test_cuda_sources_compile(tmp_path):
     wanted, why = build.cuda_build_wanted()
     if not wanted and "TLENGINE_BUILD_CUDA" not in why:
         pytest.skip(why)
-    result = _run_python(CUDA_BUILD_CHECK, {"TLENGINE_CACHE_DIR": str(tmp_path)}, timeout=3600)
+    result = _run_python(CUDA_BUILD_CHECK, {"TLENGINE_EXTENSIONS_DIR": str(tmp_path)}, timeout=3600)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"has_cuda": True, "kernels": {"normalize_images": True, "pool_quantize_scatter": True,
