@@ -30,13 +30,18 @@ Blocks come from :mod:`tlengine.blocks` (modules of the backbone's own tree, or 
 parameters), so the backbone's ``state_dict`` keys stay exactly those of the original
 model.
 
+:func:`check_model_args` checks ``model.args`` and ``model.weights`` against a backbone
+before anything is built, so ``tlengine validate`` catches what ``run`` would only find
+mid-run.
+
 Modules of this package, one concept each:
 
 * ``families`` - which family a name belongs to (:func:`~.families.resolve_arch`);
 * ``torchvision`` / ``timm`` / ``tiny_cnn`` - each family's names, builder,
   preprocessing and blocks;
 * ``weight_sources`` - what a ``model.weights`` value names, the torch hub cache,
-  tlengine checkpoints.
+  tlengine checkpoints;
+* ``checks`` - :func:`check_model_args`.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from tlengine.model import Backbone
 from tlengine.registry import Registry
 from tlengine.weights import NamedWeights, load_state_dict_file, load_strict
 
+from .checks import check_model_args
 from .families import Arch, resolve_arch
 from .timm import (
     TIMM_ALIASES,
@@ -95,6 +101,7 @@ __all__ = [
     "Member",
     "TinyCNN",
     "build_backbone",
+    "check_model_args",
     "register_backbones",
     "resolve_arch",
 ]
