@@ -16,7 +16,7 @@ are on disk, and ``complete`` is only set after every flag is, with a checksum o
 data + scales. A crash therefore leaves a resumable partial cache whose filled rows are
 all valid; rows written but not committed are missing and get recomputed. A complete
 cache whose checksum does not match, or a directory whose meta does not match the key,
-is deleted and rebuilt with a warning.
+is deleted and rebuilt with a one-line notice.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
+import sys
 import weakref
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,7 +53,18 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 
 
 class CacheWarning(UserWarning):
-    """A cache was found corrupt or mismatched and is being rebuilt."""
+    """Kept for compatibility: the cache's notices (a corrupt or mismatched cache being
+    rebuilt, waiting for another process) now go through :data:`echo`
+    as one plain line instead of ``warnings.warn``."""
+
+
+def _print_notice(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+echo: Callable[[str], None] = _print_notice
+"""Receives the cache's one-line notices; the default prints ``warning: <message>`` to
+stderr. Replace it (``tlengine.cache.store.echo = ...``) to route them elsewhere."""
 
 
 class CacheMissError(LookupError):
@@ -438,8 +449,7 @@ class CacheLock:
         except BlockingIOError:
             if not wait:
                 return False
-        warnings.warn(f"feature cache {self.name} is in use by another process; waiting for it",
-                      CacheWarning, stacklevel=3)
+        echo(f"feature cache {self.name} is in use by another process; waiting for it")
         fcntl.flock(self.fd, op)
         return True
 
@@ -528,7 +538,7 @@ def _prepare_dir(path: Path, identity: dict[str, Any], sizes: dict[str, int]) ->
             meta = read_meta(path)
             assert meta is not None
             return meta
-        warnings.warn(f"feature cache {path}: {problem}; deleting and rebuilding it", CacheWarning, stacklevel=3)
+        echo(f"feature cache {path}: {problem}; deleting and rebuilding it")
         remove_cache_dir(path)
     path.mkdir(parents=True, exist_ok=True)
     for name, size in sizes.items():

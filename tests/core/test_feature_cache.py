@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlengine.cache import (CacheKey, CacheMissError, CacheWarning, FeatureCache, default_root, fingerprint_items,
+from tlengine.cache import (CacheKey, CacheMissError, FeatureCache, default_root, fingerprint_items,
                             fingerprint_state_dict, format_size, list_caches, remove_caches, row_dim_for)
 from tlengine.cache.key import DTYPES
 from tlengine.errors import TLEngineError
@@ -32,6 +32,23 @@ R = N * KEY.views
 # The reference ops keep these tests independent of whether the fused extension is built
 # (building it can take minutes); test_round_trip_default_kernels covers the default path.
 open_cache = functools.partial(FeatureCache.open, kernels="torch")
+
+
+def notice(capsys: pytest.CaptureFixture) -> str:
+    """The one line the cache printed to stderr: a plain "warning: ..." (no file:line, no traceback)."""
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: feature cache "), err
+    assert "Warning:" not in err and ".py:" not in err, err
+    return lines[0]
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
 
 
 def feats(rows: torch.Tensor, salt: int = 0) -> torch.Tensor:
@@ -247,36 +264,34 @@ def test_key_change_is_a_different_cache(tmp_path: Path) -> None:
     assert len(list_caches(tmp_path)) == 4
 
 
-def test_corrupt_complete_cache_is_rebuilt(tmp_path: Path) -> None:
+def test_corrupt_complete_cache_is_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
         fill(cache)
         cache.finalize()
         path = cache.path
-    with open(path / "data.bin", "r+b") as fh:
-        fh.seek(100)
-        byte = fh.read(1)
-        fh.seek(100)
-        fh.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.warns(CacheWarning, match="checksum"):
-        cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
+    flip_byte(path / "data.bin", 100)
+    capsys.readouterr()
+    cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
+    assert "checksum mismatch" in notice(capsys)
     assert not cache.is_complete and cache.missing().numel() == R
     fill(cache)
     cache.finalize()
     cache.close()
 
 
-def test_mismatched_meta_is_rebuilt(tmp_path: Path) -> None:
+def test_mismatched_meta_is_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
         fill(cache)
         cache.finalize()
         path = cache.path
-    with pytest.warns(CacheWarning, match="row_dim"):   # same key, different shape: not trusted
-        cache = open_cache(KEY, num_samples=N, row_dim=C + 1, storage="disk", root=tmp_path)
+    capsys.readouterr()
+    cache = open_cache(KEY, num_samples=N, row_dim=C + 1, storage="disk", root=tmp_path)
+    assert "row_dim" in notice(capsys)   # same key, different shape: not trusted
     assert cache.missing().numel() == R
     cache.close()
     (path / "meta.json").write_text("{not json")
-    with pytest.warns(CacheWarning, match="meta.json"):
-        open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path).close()
+    open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path).close()
+    assert "meta.json" in notice(capsys)
 
 
 def test_all_rows_committed_but_not_finalized(tmp_path: Path) -> None:
@@ -340,13 +355,14 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def test_concurrent_processes(tmp_path: Path) -> None:
+def test_concurrent_processes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), str(Path(__file__).parent)],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as other:
         # The other process is extracting: a second opener waits for it, then reuses its rows.
         assert other.stdout.readline().strip() == "writing"
-        with pytest.warns(CacheWarning, match="in use by another process"):
-            cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
+        capsys.readouterr()
+        cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
+        assert "in use by another process; waiting for it" in notice(capsys)
         assert cache.is_complete and cache.stats["rows_reused"] == R
         assert other.stdout.readline().strip() == "complete"
         with pytest.raises(RuntimeError, match="already open in this process"):
