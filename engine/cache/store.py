@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import weakref
 from datetime import datetime, timezone
 from pathlib import Path
@@ -461,6 +462,41 @@ class CacheLock:
 
 
 # ---------------------------------------------------------------------- helpers
+def check_cache_root(root: Path | str | None = None) -> str | None:
+    """None if the disk feature-cache folder can be created and written, else one sentence
+    naming the folder and why.
+
+    ``root``: the folder (``strategy.cache.root``); None means :func:`default_root`
+    (``$TLENGINE_CACHE_DIR/features`` or ``~/.cache/tlengine/features``). Nothing is created
+    that stays: a missing folder is judged by its nearest existing ancestor, and writability
+    by an anonymous temporary file that is gone when the check returns.
+    """
+    if root is None:
+        from tlengine.cache.manage import default_root
+
+        folder = default_root()
+        hint = "set TLENGINE_CACHE_DIR or strategy.cache.root to a writable folder"
+    else:
+        folder = Path(root).expanduser()
+        hint = "set strategy.cache.root to a writable folder"
+    probe = folder
+    while not probe.is_dir():
+        if probe.exists() or probe.is_symlink():  # a file (or a dangling link) where a folder must be
+            return f"feature cache folder {folder} cannot be created ({probe} is not a folder); {hint}"
+        if probe.parent == probe:
+            return f"feature cache folder {folder} cannot be created (no part of that path exists); {hint}"
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if probe == folder:
+            return f"feature cache folder {folder} is not writable ({reason}); {hint}"
+        return f"feature cache folder {folder} cannot be created ({probe} is not writable: {reason}); {hint}"
+    return None
+
+
 def row_dim_for(feature_shape: tuple[int, ...] | torch.Size, pooling: str) -> int:
     """Values per cache row for one sample's features of ``feature_shape`` ([C,H,W] or
     [T,D], no batch dimension) under ``pooling`` (see ``kernels.reference.pooled_rows``)."""

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlengine.cache import (CacheKey, CacheMissError, FeatureCache, default_root, fingerprint_items,
+from tlengine.cache import (CacheKey, CacheMissError, FeatureCache, check_cache_root, default_root, fingerprint_items,
                             fingerprint_state_dict, format_size, list_caches, remove_caches, row_dim_for)
+from tlengine.cache import store
 from tlengine.cache.key import DTYPES
 from tlengine.errors import TLEngineError
 from tlengine.kernels.reference import gather_dequantize, pooled_rows
@@ -442,3 +443,34 @@ def test_default_root_and_format_size(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert default_root() == Path.home() / ".cache" / "tlengine" / "features"
     assert [format_size(n) for n in (0, 1023, 1536, 5 << 20, 3 << 40)] == \
         ["0 B", "1023 B", "1.5 KiB", "5.0 MiB", "3.0 TiB"]
+
+
+def test_check_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert check_cache_root(tmp_path) is None
+    assert check_cache_root(tmp_path / "not" / "yet" / "there") is None
+    assert not (tmp_path / "not").exists() and list(tmp_path.iterdir()) == []   # the check creates nothing
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for bad in (afile, afile / "sub"):   # a file where a folder must be: unusable even for root
+        msg = check_cache_root(bad)
+        assert msg == (f"feature cache folder {bad} cannot be created ({afile} is not a folder); "
+                       "set strategy.cache.root to a writable folder")
+    monkeypatch.setenv("TLENGINE_CACHE_DIR", str(afile / "cache"))
+    assert check_cache_root(None) == (f"feature cache folder {afile / 'cache' / 'features'} cannot be created "
+                                      f"({afile} is not a folder); set TLENGINE_CACHE_DIR or strategy.cache.root "
+                                      "to a writable folder")
+    monkeypatch.setenv("TLENGINE_CACHE_DIR", str(tmp_path / "c"))
+    assert check_cache_root(None) is None and list(tmp_path.iterdir()) == [afile]
+
+
+def test_check_cache_root_reports_an_unwritable_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Permission bits do not stop root (these tests may run as root), so the failing write is simulated.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store.tempfile, "TemporaryFile", refuse)
+    assert check_cache_root(tmp_path) == (f"feature cache folder {tmp_path} is not writable (Permission denied); "
+                                          "set strategy.cache.root to a writable folder")
+    assert check_cache_root(tmp_path / "sub") == (f"feature cache folder {tmp_path / 'sub'} cannot be created "
+                                                  f"({tmp_path} is not writable: Permission denied); "
+                                                  "set strategy.cache.root to a writable folder")
