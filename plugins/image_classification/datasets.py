@@ -15,6 +15,7 @@ Pipeline examples::
 
     data: {dataset: synthetic-shapes, args: {classes: 6, per_class: 50}}
     data: {dataset: image-folder, root: data, args: {path: pets}}        # pets/<class>/<img>
+    data: {dataset: image-folder, root: data, args: {path: flowers}}     # flowers/{train,val,test}/<class>/<img>
     data: {dataset: csv, root: data, args: {path: labels.csv, classes: [cat, dog]}}
 
 This module imports no torch, so registering the datasets stays cheap.
@@ -35,7 +36,7 @@ from tlengine.data.synthetic_shapes import SHAPES, generate
 from tlengine.errors import DataError
 
 __all__ = [
-    "TASK", "IMAGE_EXTENSIONS", "ImageSamples", "ImageItem",
+    "TASK", "IMAGE_EXTENSIONS", "SPLIT_FOLDERS", "ImageSamples", "ImageItem",
     "SyntheticShapesArgs", "ImageFolderArgs", "CsvArgs",
     "build_synthetic_shapes", "build_image_folder", "build_csv",
     "SYNTHETIC_SHAPES", "IMAGE_FOLDER", "CSV",
@@ -46,6 +47,9 @@ TASK = "image-classification"
 
 #: File extensions ``image-folder`` picks up by default (compared case-insensitively).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+#: Subfolders of an ``image-folder`` that hold a predefined split (``val`` is optional).
+SPLIT_FOLDERS: tuple[str, ...] = ("train", "val", "test")
 
 #: A file to read lazily, or an image already in memory.
 ImageItem = Union[Path, Image.Image]
@@ -63,12 +67,17 @@ class ImageSamples:
     eval_crop_pct: if set, the crop fraction evaluation should use instead of the
         backbone's (``synthetic-shapes`` sets 1.0: its shapes can touch the border, so a
         centre crop could cut them). See ``transforms.build_transforms``.
+    splits: a split the dataset ships with, as indices into ``items``: keys ``train``
+        and ``test``, and ``val`` if the dataset has one (without it, validation comes
+        out of ``train``). None: the whole set is split at random. See
+        :func:`tlengine_plugins.image_classification.splits.split_samples`.
     """
 
     items: list[tuple[ImageItem, int]]
     classes: list[str]
     source: str
     eval_crop_pct: float | None = None
+    splits: dict[str, list[int]] | None = None
 
     @property
     def labels(self) -> list[int]:
@@ -207,7 +216,8 @@ def build_synthetic_shapes(args: SyntheticShapesArgs, root: Path) -> ImageSample
 
 # --------------------------------------------------------------------------- image-folder
 class ImageFolderArgs(BaseModel):
-    """Arguments of the ``image-folder`` dataset: ``<path>/<class name>/<image files>``."""
+    """Arguments of the ``image-folder`` dataset: ``<path>/<class name>/<image files>``,
+    or ``<path>/{train,val,test}/<class name>/<image files>`` for a predefined split."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -249,20 +259,50 @@ def _list_images(folder: Path, extensions: list[str]) -> list[Path]:
     return sorted(found)
 
 
+def _subdirs(folder: Path) -> list[str]:
+    """Names of the non-hidden subfolders of ``folder``, sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_files(folder: Path, classes: list[str], extensions: list[str]) -> dict[str, list[Path]]:
+    """Image files of each class folder ``folder/<class>`` (a class without a folder gets none)."""
+    return {c: _list_images(folder / c, extensions) if (folder / c).is_dir() else [] for c in classes}
+
+
+def _check_class_files(folder: Path, per_class: dict[str, list[Path]], extensions: list[str], root: Path) -> None:
+    """DataError for a class folder without images, or a file that leads out of ``root``."""
+    for c, files in per_class.items():
+        if not files and (folder / c).is_dir():
+            raise DataError(f"class folder {folder / c} has no images with extensions {', '.join(extensions)}")
+        for f in files:  # a symlink inside the folder may still lead out of the root
+            resolve_under(root, f, what="image")
+
+
+def _is_split_layout(subdirs: list[str]) -> bool:
+    """``train/`` (and only split folders) at the top: a predefined split, not classes."""
+    return "train" in subdirs and set(subdirs) <= set(SPLIT_FOLDERS)
+
+
 def build_image_folder(args: ImageFolderArgs, root: Path) -> ImageSamples:
-    """List ``path/<class>/<image>`` files; every problem is a DataError naming the path."""
+    """List ``path/<class>/<image>`` files; every problem is a DataError naming the path.
+
+    A folder whose subfolders are ``train/``, ``test/`` and optionally ``val/``, each
+    with class subfolders, keeps that split (:attr:`ImageSamples.splits`).
+    """
     folder = resolve_under(root, args.path, what="image folder")
     if not folder.exists():
         raise DataError(f"image folder {folder} does not exist")
     if not folder.is_dir():
         raise DataError(f"image folder {folder} is not a directory")
-    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = _subdirs(folder)
     exts = ", ".join(args.extensions)
     if not subdirs:
         loose = len([p for p in folder.iterdir() if p.suffix.lower() in args.extensions])
         hint = f"; it holds {_plural(loose, 'image')} directly, move them into class folders" if loose else ""
         raise DataError(
             f"image folder {folder} has no class subfolders (expected {folder}/<class>/<image>){hint}")
+    if _is_split_layout(subdirs):
+        return _build_split_image_folder(args, root, folder, subdirs)
     if args.classes is not None:
         missing = [c for c in args.classes if c not in subdirs]
         if missing:
@@ -273,19 +313,62 @@ def build_image_folder(args: ImageFolderArgs, root: Path) -> ImageSamples:
     else:
         classes = subdirs
 
-    per_class = {c: _list_images(folder / c, args.extensions) for c in classes}
+    per_class = _class_files(folder, classes, args.extensions)
     if not any(per_class.values()):
         raise DataError(f"image folder {folder} contains no images with extensions {exts}")
-    for c, files in per_class.items():
-        if not files:
-            raise DataError(f"class folder {folder / c} has no images with extensions {exts}")
-        for f in files:  # a symlink inside the folder may still lead out of the root
-            resolve_under(root, f, what="image")
+    _check_class_files(folder, per_class, args.extensions, root)
 
     items: list[tuple[ImageItem, int]] = [(f, label) for label, c in enumerate(classes) for f in per_class[c]]
     return ImageSamples(
         items=items, classes=classes,
         source=f"ImageFolder {folder} ({_plural(len(classes), 'class')}, {_plural(len(items), 'image')})")
+
+
+def _build_split_image_folder(args: ImageFolderArgs, root: Path, folder: Path, subdirs: list[str]) -> ImageSamples:
+    """``folder/{train,val,test}/<class>/<image>``: the classes are the union over the splits."""
+    if "test" not in subdirs:
+        raise DataError(
+            f"image folder {folder} has {'/, '.join(subdirs)}/ but no test/ subfolder; add "
+            f"{folder}/test/<class>/<image>, or put the class folders directly in {folder} for a random split")
+    splits = [s for s in SPLIT_FOLDERS if s in subdirs]
+    found: dict[str, list[str]] = {}
+    for split in splits:
+        found[split] = _subdirs(folder / split)
+        if not found[split]:
+            raise DataError(f"split folder {folder / split} has no class subfolders "
+                            f"(expected {folder / split}/<class>/<image>)")
+    union = sorted(set().union(*found.values()))
+    if args.classes is not None:
+        missing = [c for c in args.classes if c not in found["train"]]
+        if missing:
+            raise DataError(
+                f"class {', '.join(repr(c) for c in missing)} listed in classes has no folder in "
+                f"{folder / 'train'}; found: {', '.join(found['train'])}")
+        classes = list(args.classes)
+    else:
+        classes = union
+    for split in splits[1:]:
+        orphans = [c for c in classes if c in found[split] and c not in found["train"]]
+        if orphans:
+            raise DataError(
+                f"class {', '.join(repr(c) for c in orphans)} has a folder in {folder / split} but none in "
+                f"{folder / 'train'}; a class needs training images")
+
+    items: list[tuple[ImageItem, int]] = []
+    index: dict[str, list[int]] = {}
+    for split in splits:
+        per_class = _class_files(folder / split, classes, args.extensions)
+        _check_class_files(folder / split, per_class, args.extensions, root)
+        start = len(items)
+        items += [(f, label) for label, c in enumerate(classes) for f in per_class[c]]
+        index[split] = list(range(start, len(items)))
+    if not items:
+        raise DataError(f"image folder {folder} contains no images with extensions {', '.join(args.extensions)}")
+    counts = ", ".join(f"{len(index[s])} {s}" for s in splits)
+    return ImageSamples(
+        items=items, classes=classes, splits=index,
+        source=(f"ImageFolder {folder} ({'/'.join(splits)} folders, {_plural(len(classes), 'class')}, "
+                f"{_plural(len(items), 'image')}: {counts})"))
 
 
 # --------------------------------------------------------------------------- csv
