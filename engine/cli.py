@@ -106,8 +106,16 @@ def validate(pipeline: str | None, overrides: tuple[str, ...], schema: bool) -> 
     if not pipeline:
         raise TLEngineError("missing PIPELINE: give a YAML file or a name from `tlengine pipelines`")
     loaded = load_pipeline(pipeline, list(overrides), _manager().registries)
-    arms = ", ".join(f"{a.arm} ({a.name})" for a in loaded.config.arms())
-    click.echo(f"ok: {loaded.config.name}: task {loaded.config.task}, backbone {loaded.config.model.backbone}, arms: {arms}")
+    from .plan import plan_stages
+
+    config = loaded.config
+    for stage in plan_stages(config):
+        arms = ", ".join(f"{a.arm} ({a.name})" for a in stage.arms)
+        start = f", init_from {stage.init_from}" if stage.init_from else ""
+        click.echo(f"ok: {config.name}: stage {stage.name}: task {stage.task}, backbone {stage.model.backbone}"
+                   f"{start}, arms: {arms}")
+    if len(config.seed_list) > 1:
+        click.echo(f"seeds: {', '.join(map(str, config.seed_list))}")
 
 
 @main.command()
@@ -152,23 +160,36 @@ def pipelines(as_json: bool) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top-k", default=3, show_default=True, help="How many labels to show per input.")
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--text", "texts", multiple=True, help="A string to predict on (repeatable), for tasks that take text.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many labels to show per input (classification tasks).")
 @click.option("--arm", default=None, help="Use this arm's model instead of the run's primary one.")
+@click.option("--stage", default=None, help="With --arm: the stage (default: the last).")
+@click.option("--seed", default=None, type=int, help="With --arm: the seed (default: the first).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
-def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, arm: str | None, as_json: bool) -> None:
-    """Run the trained model of RUN_DIR on INPUT files."""
+def predict(run_dir: Path, inputs: tuple[Path, ...], texts: tuple[str, ...], top_k: int, arm: str | None,
+            stage: str | None, seed: int | None, as_json: bool) -> None:
+    """Run the trained model of RUN_DIR on INPUT files and/or --text strings."""
     from .predict import load_run_model
+    from .task import PredictInput
 
-    task, model, meta = load_run_model(_manager().registries, run_dir, arm=arm)
-    results = task.predict(model, list(inputs), meta["info"], top_k=top_k)
+    if not inputs and not texts:
+        raise TLEngineError("give at least one INPUT file or --text string to predict on")
+    for path in inputs:
+        if not path.is_file():
+            raise TLEngineError(f"input {path} does not exist or is not a file")
+    task, model, meta = load_run_model(_manager().registries, run_dir, arm=arm, stage=stage, seed=seed)
+    if texts and not task.accepts_text:
+        raise TLEngineError(f"task '{task.name}' predicts on files, not --text strings")
+    items = [PredictInput(str(p), "file") for p in inputs] + [PredictInput(t, "text") for t in texts]
+    results = task.predict(model, items, meta["info"], options={"top_k": top_k})
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for r in results:
-        preds = ", ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])
-        click.echo(f"{r['input']}: {preds}")
+        click.echo(task.render_prediction(r))
 
 
 @main.command()

@@ -8,6 +8,7 @@ dataset arguments, missing paths) and raises one :class:`ConfigError` listing th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -21,8 +22,32 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(Strict):
-    """Which dataset, where it lives, and how it is split."""
+class WithTaskOptions(BaseModel):
+    """A config section whose extra keys belong to the task (e.g. image ``data.augment``,
+    ``model.input_size``): the core keeps them as they are and the task validates them
+    (``Task.DataOptions`` / ``Task.ModelOptions``), so an unknown key is still an error."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    @property
+    def task_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _file_name(value: str) -> str:
+    """A name used as a path component: no separators, no '..', not empty."""
+    if not _NAME_RE.match(value or "") or value in (".", ".."):
+        raise ValueError("must be a plain name of letters, digits, '.', '_' or '-' (it names a folder; "
+                         "no '/', no '..', not empty)")
+    return value
+
+
+class DataConfig(WithTaskOptions):
+    """Which dataset, where it lives, and how it is split. Other keys are the task's
+    (image tasks: ``augment``)."""
 
     dataset: str = Field(description="registered dataset name, e.g. synthetic-shapes, image-folder, csv")
     root: str | None = Field(None, description="directory every data path is resolved in (relative to the pipeline file); paths may not leave it")
@@ -30,25 +55,40 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.25, ge=0.0, lt=1.0)
     split_seed: int = 0
-    augment: Literal["none", "light", "strong"] = "light"
     num_workers: int = Field(0, ge=0)
 
 
-class ModelConfig(Strict):
-    """The pretrained backbone and the head put on it."""
+class ModelConfig(WithTaskOptions):
+    """The pretrained model and its init. Other keys are the task's (image tasks:
+    ``input_size``, ``dropout``)."""
 
     backbone: str = Field(description="registered backbone, e.g. resnet18, timm/tf_efficientnet_lite0")
     weights: str | None = Field(None, description="named weights, torchvision enum, file or run dir; null = random init")
-    input_size: int | None = Field(None, ge=8, description="square input side in pixels; default: the backbone's own")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     args: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the backbone factory")
 
 
 class GradualUnfreezing(Strict):
-    """Unfreeze one more backbone block (from the top) every ``every_epochs`` epochs."""
+    """Unfreeze one more block (from the top) every ``every_epochs`` epochs."""
 
     every_epochs: int = Field(1, ge=1)
-    start_epoch: int = Field(1, ge=0, description="epochs of head-only training before the first block thaws")
+    start_epoch: int = Field(1, ge=0, description="epochs of new-parts-only training before the first block thaws")
+
+
+class PartPlan(Strict):
+    """Per-part overrides of an arm (``strategy.parts.<part>``), e.g. a pretrained encoder
+    and a randomly initialised decoder, each with its own LR and unfreezing."""
+
+    init: Literal["pretrained", "random"] | None = Field(None, description="default: the strategy's (scratch: random)")
+    unfreeze: Union[Literal["all"], int, None] = Field(None, description="top-k blocks of this part that train, or all")
+    lr_mult: float | None = Field(None, gt=0.0, description="this part's lr = train.lr * lr_mult")
+    gradual_unfreezing: GradualUnfreezing | None = None
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be 'all' or a block count >= 0")
+        return v
 
 
 class CacheConfig(Strict):
@@ -68,10 +108,12 @@ class StrategyConfig(Strict):
 
     name: str = Field(description="feature-extraction, fine-tune, scratch, or a plugin's strategy")
     label: str | None = Field(None, description="arm name in tables and files (default: name)")
-    unfreeze: Union[Literal["all"], int] = Field("all", description="fine-tune: top-k backbone blocks to train, or all")
-    backbone_lr_mult: float = Field(0.1, gt=0.0, description="fine-tune: backbone lr = train.lr * this")
+    args: dict[str, Any] = Field(default_factory=dict, description="the strategy's own arguments, validated by the strategy")
+    unfreeze: Union[Literal["all"], int] = Field("all", description="fine-tune: top-k blocks of each pretrained part to train, or all")
+    backbone_lr_mult: float = Field(0.1, gt=0.0, description="fine-tune: pretrained parts' lr = train.lr * this")
     gradual_unfreezing: GradualUnfreezing | None = None
     update_frozen_bn: bool = Field(False, description="let BatchNorm layers in frozen blocks update running stats")
+    parts: dict[str, PartPlan] = Field(default_factory=dict, description="per-part init / unfreeze / lr_mult overrides")
     epochs: int | None = Field(None, ge=1, description="overrides train.epochs for this arm")
     lr: float | None = Field(None, gt=0.0, description="overrides train.lr for this arm")
     cache: CacheConfig = Field(default_factory=CacheConfig, description="feature-extraction: the feature cache")
@@ -82,6 +124,11 @@ class StrategyConfig(Strict):
         if isinstance(v, int) and v < 0:
             raise ValueError("must be 'all' or a block count >= 0")
         return v
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        return None if v is None else _file_name(v)
 
     @property
     def arm(self) -> str:
@@ -99,17 +146,39 @@ class TrainConfig(Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     scheduler: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0.0)
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="for tasks with a classification loss")
     grad_clip: float | None = Field(None, gt=0.0)
     amp: Literal["auto", "on", "off"] = "auto"
+    keep: Literal["best", "last"] = Field("best", description="test and save the best-validation epoch's weights, or the last")
+    patience: int | None = Field(None, ge=1, description="stop an arm after this many epochs without a better validation score")
 
 
 class SourceConfig(Strict):
-    """Sequential transfer: first train the backbone on a source task, then transfer it."""
+    """Shorthand for a first stage: train the model on a source task, then transfer it."""
 
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     weights: str | None = Field(None, description="init for the source model (default random)")
+
+
+class StageConfig(Strict):
+    """One stage of a staged pipeline. Unset fields default to the pipeline's top level."""
+
+    name: str = Field(description="names the stage in files and tables")
+    task: str | None = Field(None, description="default: the pipeline's task")
+    data: DataConfig | None = Field(None, description="default: the pipeline's data")
+    extra_data: dict[str, DataConfig] = Field(default_factory=dict, description="more datasets a strategy may use (e.g. unlabelled target data)")
+    model: ModelConfig | None = Field(None, description="default: the pipeline's model")
+    init_from: str | None = Field(None, description="an earlier stage whose primary arm's pretrained parts start this stage's arms")
+    strategy: StrategyConfig | None = Field(None, description="the stage's primary arm (default: the pipeline's)")
+    compare: list[StrategyConfig] | None = None
+    baseline: StrategyConfig | None = None
+    train: TrainConfig | None = Field(None, description="keys set here override the pipeline's train")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _file_name(v)
 
 
 class PipelineConfig(Strict):
@@ -117,21 +186,34 @@ class PipelineConfig(Strict):
 
     name: str
     description: str = ""
-    task: str
+    task: str | None = None
     seed: int = 0
+    seeds: list[int] | None = Field(None, min_length=1, description="train every arm under each seed; metrics report mean and std")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     output_dir: str = Field("runs", description="where run directories are created (relative to the working directory)")
-    data: DataConfig
-    model: ModelConfig
+    data: DataConfig | None = None
+    model: ModelConfig | None = None
     source: SourceConfig | None = None
-    strategy: StrategyConfig
+    stages: list[StageConfig] | None = Field(None, min_length=1, description="staged pipeline: each stage trains its arms, later ones may init_from earlier ones")
+    strategy: StrategyConfig | None = None
     compare: list[StrategyConfig] = Field(default_factory=list, description="more arms trained on the same split")
     baseline: StrategyConfig | None = Field(None, description="usually {name: scratch}: the from-scratch arm")
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _file_name(v)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(self.seeds) if self.seeds else [self.seed]
+
     def arms(self) -> list[StrategyConfig]:
-        """Every arm in run order: strategy, compare..., baseline."""
-        return [self.strategy, *self.compare, *([self.baseline] if self.baseline else [])]
+        """Every arm of the last stage in run order: strategy, compare..., baseline."""
+        from .plan import plan_stages
+
+        return plan_stages(self)[-1].arms
 
 
 # --------------------------------------------------------------------------- loading
@@ -141,6 +223,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TLEngineError(f"pipeline file {path} does not exist") from None
+    except IsADirectoryError:
+        raise TLEngineError(f"pipeline file {path} is a directory; give a YAML file "
+                            "(to continue a run directory use `tlengine run --resume DIR`)") from None
+    except UnicodeDecodeError as exc:
+        raise TLEngineError(f"pipeline file {path} is not UTF-8 text (undecodable byte at offset {exc.start})") from None
     except OSError as exc:
         raise TLEngineError(f"pipeline file {path} cannot be read: {exc.strerror}") from None
     try:
@@ -165,6 +252,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             errors.append((item, "an override must look like key=value, e.g. train.epochs=3"))
             continue
         key, raw = item.split("=", 1)
+        if not key.strip() or any(not part for part in key.strip().split(".")):
+            errors.append((item, "an override needs a dotted key before '=', e.g. train.epochs=3"))
+            continue
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:

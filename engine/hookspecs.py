@@ -51,7 +51,13 @@ def tlengine_register_datasets(datasets: "Registry") -> None:
 @hookspec
 def tlengine_register_strategies(strategies: "Registry") -> None:
     """Called at load time. Add :class:`tlengine.strategies.Strategy` subclasses by
-    name (the core registers ``feature-extraction``, ``fine-tune`` and ``scratch``)."""
+    name (the core registers ``feature-extraction``, ``fine-tune`` and ``scratch``).
+
+    A strategy may declare its arguments (``Args``, a pydantic model validating
+    ``strategy.args``), the stage datasets it needs (``extra_data``), add parts to the
+    model before training (``prepare``; parts with ``owner="strategy"`` are saved alone in
+    ``own.safetensors``) and own the training step (``training_step`` returns named
+    losses). See the README's plugin guide for a complete one."""
 
 
 @hookspec
@@ -76,7 +82,7 @@ def tlengine_before_run(run_dir: "Path", config: dict[str, Any]) -> None:
 @hookspec
 def tlengine_on_epoch_end(run_dir: "Path", arm: str, epoch: int, metrics: dict[str, float]) -> None:
     """Called after each epoch of each arm (``epoch`` counts from 1) with the line just
-    appended to ``metrics.jsonl``. Returns nothing."""
+    appended to ``metrics.jsonl`` (it also names the ``stage`` and ``seed``). Returns nothing."""
 
 
 @hookspec

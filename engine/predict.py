@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig
+from .config import ModelConfig, StrategyConfig
 from .errors import RunError
 from .model import TransferModel
 from .registry import Registries
@@ -13,21 +13,61 @@ from .task import Task
 from .training.checkpoint import load_tensors
 
 
-def load_run_model(registries: Registries, run_dir: Path, *, arm: str | None = None
-                   ) -> tuple[Task, TransferModel, dict[str, Any]]:
-    """(task, model in eval mode, checkpoint metadata) of a finished run (or one arm of it)."""
+def model_file(run_dir: Path, *, arm: str | None = None, stage: str | None = None, seed: int | None = None) -> Path:
+    """The model of the run's primary arm (``checkpoint.safetensors``), or of ``arm`` in
+    ``stage`` (default: the last stage) under ``seed`` (default: the first)."""
     run_dir = Path(run_dir)
-    path = run_dir / "arms" / arm / "model.safetensors" if arm else run_dir / "checkpoint.safetensors"
-    if not path.is_file():
-        if not run_dir.is_dir():
-            raise RunError(f"run directory {run_dir} does not exist")
-        arms = sorted(p.name for p in (run_dir / "arms").glob("*") if (p / "model.safetensors").is_file())
-        raise RunError(f"{run_dir} has no finished model at {path.relative_to(run_dir)}"
-                       + (f"; finished arms: {', '.join(arms)}" if arms else "; did the run complete?"))
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    if arm is None and stage is None and seed is None:
+        path = run_dir / "checkpoint.safetensors"
+        if not path.is_file():
+            raise RunError(f"{run_dir} has no checkpoint.safetensors; did the run complete? "
+                           f"(`tlengine run --resume {run_dir}` finishes it)")
+        return path
+    finished = sorted(p.parent.relative_to(run_dir / "arms").as_posix()
+                      for p in (run_dir / "arms").glob("*/*/seed*/model.safetensors"))
+    matches = [f for f in finished
+               if (stage is None or f.split("/")[0] == stage) and (arm is None or f.split("/")[1] == arm)
+               and (seed is None or f.split("/")[2] == f"seed{seed}")]
+    if stage is None and matches:
+        last_stage = _last_stage(run_dir) or matches[-1].split("/")[0]
+        matches = [f for f in matches if f.split("/")[0] == last_stage] or matches
+    if not matches:
+        raise RunError(f"{run_dir} has no finished model for"
+                       + "".join(f" {k} {v}" for k, v in (("stage", stage), ("arm", arm), ("seed", seed)) if v is not None)
+                       + (f"; finished: {', '.join(finished)}" if finished else "; did the run complete?"))
+    return run_dir / "arms" / matches[0] / "model.safetensors"
+
+
+def _last_stage(run_dir: Path) -> str | None:
+    import json
+
+    try:
+        summary = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        return list(summary["stages"])[-1]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def load_run_model(registries: Registries, run_dir: Path, *, arm: str | None = None, stage: str | None = None,
+                   seed: int | None = None) -> tuple[Task, TransferModel, dict[str, Any]]:
+    """(task, model in eval mode, checkpoint metadata) of a finished run (or one arm of it).
+
+    The model is rebuilt from its config with random init, the strategy re-adds its own
+    parts (adapters), then the saved weights are loaded strictly.
+    """
+    path = model_file(run_dir, arm=arm, stage=stage, seed=seed)
     tensors, meta = load_tensors(path)
+    if "task" not in meta or "model" not in meta:
+        raise RunError(f"{path} holds no tlengine model metadata; is it a tlengine checkpoint?")
     task: Task = registries.tasks.get(meta["task"])(registries)
     model_cfg = ModelConfig.model_validate({**meta["model"], "weights": None})
-    model = task.build_model(model_cfg, meta["info"], pretrained=False, base_dir=run_dir)
+    init = {part: False for part in task.pretrained_parts}
+    model = task.build_model(model_cfg, meta["info"], init=init, base_dir=Path(run_dir))
+    if meta.get("strategy_config"):
+        strategy_cfg = StrategyConfig.model_validate(meta["strategy_config"])
+        registries.strategies.get(strategy_cfg.name)(strategy_cfg).prepare(model, None)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise RunError(f"checkpoint {path} does not match its model ({len(missing)} missing, "

@@ -1,14 +1,24 @@
 """What a modality plugin implements: a :class:`Task`.
 
 The runner and the strategies are modality-free; everything that depends on what the
-data *is* (how to read it, which model fits it, how to batch it, which loss and metrics
-apply, how to predict on files, which plots help) lives in a Task subclass registered by
-a plugin through ``tlengine_register_tasks``.
+data *is* lives in a Task subclass registered by a plugin through
+``tlengine_register_tasks``:
 
-The contract a batch follows: ``collate`` returns ``(inputs, targets)``; the model maps
-``inputs`` to outputs; ``loss(outputs, targets)`` is a scalar. Tasks whose batches are
-not stacked tensors (detection: lists of images and target dicts) keep that contract by
-overriding ``collate``, ``move_to`` and ``loss``.
+* data: ``build_data`` reads or generates a dataset and splits it; ``collate`` /
+  ``move_to`` batch it (lists of dicts are fine: detection);
+* model: ``build_model`` returns a :class:`tlengine.model.TransferModel` of named parts
+  (``pretrained_parts`` names those that can start pretrained, each with its own init);
+* training: ``training_loss`` returns a loss or a dict of named losses (all logged);
+  the model's forward may take the targets (teacher forcing, detectors);
+* evaluation: ``evaluate`` returns metrics; ``metric_directions`` says which are
+  better lower (WER, loss), which drives gains, tables, plots and the best epoch;
+* options: ``DataOptions`` / ``ModelOptions`` validate the task's own keys in the
+  ``data:`` and ``model:`` sections (image tasks: ``augment``, ``input_size``);
+* inference: ``predict`` takes files or strings, ``render_prediction`` prints one;
+* feature cache: ``cache_spec`` says what is cached per sample (a pooled vector, a
+  token sequence [T,D] with its length, or a map [C,H,W]); ``extraction_batches``,
+  ``targets`` and ``dataset_fingerprint`` feed it; ``cached_inputs`` turns cached rows
+  back into what the model's ``forward_head`` takes.
 """
 
 from __future__ import annotations
@@ -16,11 +26,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Mapping, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data import default_collate
+from pydantic import BaseModel, ConfigDict
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from .config import TrainConfig
 
 if TYPE_CHECKING:
     from .config import DataConfig, ModelConfig
@@ -28,18 +40,26 @@ if TYPE_CHECKING:
     from .registry import Registries
 
 
+class NoOptions(BaseModel):
+    """Options of a task that takes none in this section: any extra key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 @dataclass
 class TaskData:
     """The three splits of one dataset, and what the model needs to know about it.
 
     ``info`` is JSON-serialisable and is stored with every checkpoint, so ``predict``
-    can rebuild the model: e.g. ``{"classes": ["circle", "square"]}``.
+    can rebuild the model: e.g. ``{"classes": ["circle", "square"]}``. ``warnings`` are
+    plain sentences the runner prints (e.g. a class with no validation samples).
     """
 
     train: Dataset
     val: Dataset
     test: Dataset
     info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,25 +70,78 @@ class Evaluation:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class CacheSpec:
+    """What the feature cache stores per sample for a task.
+
+    layout: ``vector`` — one pooled row [D] (features [N,D], [N,T,D] or [N,C,H,W] are
+        pooled by ``pooling``; padded sequences pool under their mask); ``sequence`` — the
+        token sequence [T,D] (with its length when padded); ``map`` — the map [C,H,W].
+    pooling: for ``vector``: avg | max | cls; ignored otherwise (stored whole).
+    """
+
+    layout: Literal["vector", "sequence", "map"] = "vector"
+    pooling: Literal["avg", "max", "cls"] = "avg"
+    l2_normalize: bool = False
+
+
+@dataclass
+class PredictInput:
+    """One thing to predict on: a file path or a string (``tlengine predict --text``)."""
+
+    value: str
+    kind: Literal["file", "text"] = "file"
+
+
 class Task(ABC):
     """Base class of every task; subclass it in a plugin and register it by name."""
 
     name: ClassVar[str] = ""
-    #: the metric that decides "best" and that the summary table shows
+    #: the metric that decides the best epoch and that the summary table shows
     primary_metric: ClassVar[str] = "accuracy"
+    #: "max" or "min" per metric; metrics not listed are "max" unless their name says
+    #: loss / error / wer / cer (see :meth:`higher_is_better`)
+    metric_directions: ClassVar[dict[str, str]] = {}
+    #: names of the model parts that can start from pretrained weights
+    pretrained_parts: ClassVar[tuple[str, ...]] = ("backbone",)
+    #: the task's own keys in the pipeline's ``data:`` / ``model:`` sections
+    DataOptions: ClassVar[type[BaseModel]] = NoOptions
+    ModelOptions: ClassVar[type[BaseModel]] = NoOptions
+    #: whether ``predict`` takes strings (``tlengine predict --text``)
+    accepts_text: ClassVar[bool] = False
 
-    def __init__(self, registries: "Registries"):
+    def __init__(self, registries: "Registries", train: TrainConfig | None = None):
         self.registries = registries
+        #: the stage's training settings (e.g. ``label_smoothing`` for the loss)
+        self.train_config = train or TrainConfig()
+
+    # ------------------------------------------------------------------ options
+    def data_options(self, data: "DataConfig") -> Any:
+        """The task's options in ``data`` (validated ``DataOptions``)."""
+        return self.DataOptions.model_validate(data.task_options)
+
+    def model_options(self, model: "ModelConfig") -> Any:
+        """The task's options in ``model`` (validated ``ModelOptions``)."""
+        return self.ModelOptions.model_validate(model.task_options)
+
+    @classmethod
+    def higher_is_better(cls, metric: str) -> bool:
+        """Direction of ``metric``: from ``metric_directions``, else by its name."""
+        if metric in cls.metric_directions:
+            return cls.metric_directions[metric] == "max"
+        lowered = metric.lower()
+        return not any(w in lowered for w in ("loss", "error", "wer", "cer", "perplexity"))
 
     # ------------------------------------------------------------------ data and model
     @abstractmethod
-    def build_model(self, model: "ModelConfig", info: dict[str, Any], *, pretrained: bool,
+    def build_model(self, model: "ModelConfig", info: dict[str, Any], *, init: Mapping[str, bool],
                     base_dir: Path) -> "TransferModel":
-        """The model for this task. ``pretrained=False`` means random init (the scratch
-        arm) even if ``model.weights`` names weights. ``info`` is ``TaskData.info``."""
+        """The model for this task. ``init[part]`` says whether pretrained part ``part``
+        (one of ``pretrained_parts``) loads ``model.weights`` (True) or starts random
+        (False, e.g. the scratch arm). ``info`` is ``TaskData.info``."""
 
     @abstractmethod
-    def preprocessing(self, model: "ModelConfig", *, pretrained: bool, base_dir: Path) -> dict[str, Any]:
+    def preprocessing(self, model: "ModelConfig", *, init: Mapping[str, bool], base_dir: Path) -> dict[str, Any]:
         """What inputs the model expects (e.g. input size, mean/std). Called before the
         data is built; loading the weights here lets bad weights fail before a run starts."""
 
@@ -78,9 +151,20 @@ class Task(ABC):
         """Read or generate the dataset, split it, and attach transforms that produce
         what the model's ``preprocessing`` asks for. Raise DataError on bad data."""
 
-    def check_config(self, model: "ModelConfig", data: "DataConfig") -> list[tuple[str, str]]:
-        """Extra validation for this task; returns (dotted.field, reason) pairs."""
+    def check_config(self, model: "ModelConfig", data: "DataConfig", *, base_dir: Path) -> list[tuple[str, str]]:
+        """Validation beyond the option schemas (e.g. backbone arguments, weight names);
+        returns (dotted.field relative to the stage, reason) pairs. Called before any
+        run directory exists."""
         return []
+
+    def init_from_state(self, model: "TransferModel", state: Mapping[str, torch.Tensor], parts: Sequence[str],
+                        *, source: str) -> None:
+        """Load the pretrained ``parts`` of ``model`` from an earlier stage's state dict
+        (``init_from``). Default: each part's ``<part>.*`` tensors, strictly. Override
+        when the earlier stage's model names its parts differently."""
+        from .model import load_parts
+
+        load_parts(model, state, parts, source=source)
 
     # ------------------------------------------------------------------ batches
     def collate(self, samples: Sequence[Any]) -> tuple[Any, Any]:
@@ -88,7 +172,7 @@ class Task(ABC):
 
     def move_to(self, batch: tuple[Any, Any], device: torch.device) -> tuple[Any, Any]:
         inputs, targets = batch
-        return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        return to_device(inputs, device), to_device(targets, device)
 
     def loader(self, dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int,
                num_workers: int = 0) -> DataLoader:
@@ -100,22 +184,24 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
-        """Scalar training loss of a batch."""
+        """Scalar loss of a batch (also used for the validation loss)."""
 
-    def training_loss(self, model: "TransferModel", inputs: Any, targets: Any) -> torch.Tensor:
-        """Loss of one training batch. Override when the model needs the targets in its
-        forward pass (teacher forcing in captioning, torchvision detectors in train mode)."""
+    def training_loss(self, model: Any, inputs: Any, targets: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Loss of one training batch, or a dict of named losses (summed for the update,
+        each logged). Override when the model needs the targets in its forward pass
+        (teacher forcing in captioning, torchvision detectors in train mode)."""
         return self.loss(model(inputs), targets)
 
     # ------------------------------------------------------------------ evaluation
     @abstractmethod
-    def evaluate(self, model: "TransferModel", loader: DataLoader, device: torch.device,
+    def evaluate(self, model: Any, loader: DataLoader, device: torch.device,
                  info: dict[str, Any]) -> Evaluation:
         """Metrics of ``model`` over ``loader`` (model is in eval mode, under no_grad).
         ``info`` is ``TaskData.info`` (e.g. class names)."""
 
     def write_reports(self, run_dir: Path, arms: dict[str, Evaluation], info: dict[str, Any]) -> list[Path]:
-        """Task-specific plots and tables for the test evaluations of each arm."""
+        """Task-specific plots and tables for the test evaluations of each arm
+        (``arms`` maps an arm label to its first seed's evaluation)."""
         return []
 
     # ------------------------------------------------------------------ feature cache
@@ -124,11 +210,22 @@ class Task(ABC):
 
     @property
     def supports_feature_cache(self) -> bool:
-        """True when the task implements the three methods below."""
+        """True when the task implements ``extraction_batches``, ``targets`` and
+        ``dataset_fingerprint``."""
         return type(self).extraction_batches is not Task.extraction_batches
 
-    def targets(self, dataset: Dataset) -> torch.Tensor:
-        """The targets of every sample of ``dataset``, without decoding inputs ([N] for labels)."""
+    def cache_spec(self, model: "TransferModel") -> CacheSpec:
+        """What is cached per sample of ``model.forward_features`` (default: a pooled vector)."""
+        return CacheSpec()
+
+    def cached_inputs(self, features: torch.Tensor, lengths: torch.Tensor | None) -> Any:
+        """Cached rows of a batch -> what ``model.forward_head`` takes. ``features`` is
+        [B,D], [B,T,D] or [B,C,H,W] per ``cache_spec``; ``lengths`` [B] for padded sequences."""
+        return features if lengths is None else (features, lengths)
+
+    def targets(self, dataset: Dataset) -> Any:
+        """The targets of every sample of ``dataset`` without decoding inputs: a tensor
+        whose first dimension is the sample ([N] for labels), or a list."""
         raise NotImplementedError
 
     def dataset_fingerprint(self, dataset: Dataset) -> str:
@@ -138,14 +235,30 @@ class Task(ABC):
     def extraction_batches(self, dataset: Dataset, *, indices: torch.Tensor, view: int, seed: int, batch_size: int,
                            preprocessing: dict[str, Any], kernels: str, train: bool
                            ) -> Iterator[tuple[Any, torch.Tensor]]:
-        """Backbone-ready inputs for the samples ``indices`` of ``dataset`` under augmented
-        view ``view`` (0 = the plain eval view; others deterministic in (seed, sample, view)),
-        as ``(inputs, sample_indices)`` batches. ``kernels`` is "auto", "fused" or "torch";
-        ``train`` says whether these are training views (which may be cut from a larger base)."""
+        """Inputs of the frozen part for the samples ``indices`` of ``dataset`` under
+        augmented view ``view`` (0 = the plain eval view; others deterministic in (seed,
+        sample, view)), as ``(inputs, sample_indices)`` batches. ``kernels`` is "auto",
+        "fused" or "torch"; ``train`` says whether these are training views."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ inference
-    def predict(self, model: "TransferModel", files: Sequence[Path], info: dict[str, Any], *,
-                top_k: int = 3, device: torch.device | None = None) -> list[dict[str, Any]]:
-        """Predictions for input files, one JSON-ready dict per file."""
+    def predict(self, model: "TransferModel", inputs: Sequence[PredictInput], info: dict[str, Any], *,
+                options: Mapping[str, Any], device: torch.device | None = None) -> list[dict[str, Any]]:
+        """Predictions for files or strings, one JSON-ready dict per input (with ``input``).
+        ``options`` come from the command line (e.g. ``top_k``)."""
         raise NotImplementedError(f"task '{self.name}' does not support predict")
+
+    def render_prediction(self, result: dict[str, Any]) -> str:
+        """One human-readable line (or a few) for one ``predict`` result."""
+        return f"{result.get('input')}: {result}"
+
+
+def to_device(x: Any, device: torch.device) -> Any:
+    """Move tensors (also inside lists, tuples and dicts) to ``device``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    return x

@@ -12,9 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import DataConfig, PipelineConfig, apply_overrides, pydantic_errors, read_yaml
+from .config import DataConfig, PipelineConfig, StrategyConfig, apply_overrides, pydantic_errors, read_yaml
 from .data.paths import resolve_under
 from .errors import ConfigError, DataError, TLEngineError, UnknownNameError
+from .plan import StagePlan, plan_stages
 from .registry import Registries
 
 
@@ -89,36 +90,111 @@ def _name_errors_raw(data: dict[str, Any], registries: Registries) -> list[tuple
         for key in ("strategy", "baseline"):
             if isinstance(data.get(key), dict):
                 check(f"{key}.name", data[key].get("name"), registries.strategies)
+        for i, arm in enumerate(data.get("compare") or []):
+            if isinstance(arm, dict):
+                check(f"compare.{i}.name", arm.get("name"), registries.strategies)
     return errors
 
 
+def _arm_locs(stage: StagePlan) -> list[str]:
+    n_compare = len(stage.arms) - 1 - (1 if stage.baseline is not None else 0)
+    locs = [stage.where("strategy")] + [stage.where(f"compare.{i}") for i in range(n_compare)]
+    return locs + ([stage.where("baseline")] if stage.baseline is not None else [])
+
+
 def check_pipeline(config: PipelineConfig, registries: Registries, base_dir: Path) -> list[tuple[str, str]]:
+    """Every problem of a schema-valid pipeline that needs the registries or the disk."""
+    try:
+        stages = plan_stages(config)
+    except ConfigError as exc:
+        return exc.errors
     errors: list[tuple[str, str]] = []
-    if config.task not in registries.tasks:
-        errors.append(("task", registries.tasks.unknown_message(config.task)))
-    if config.model.backbone not in registries.backbones:
-        errors.append(("model.backbone", registries.backbones.unknown_message(config.model.backbone)))
-    errors += check_data(config.data, "data", config.task, registries, base_dir)
-    if config.source is not None:
-        errors += check_data(config.source.data, "source.data", config.task, registries, base_dir)
-        if config.model.weights is not None:
-            errors.append(("model.weights", "must be null when a source stage is given: the transfer "
-                           "arms start from the source model (put initial weights in source.weights)"))
-    arms = [("strategy", config.strategy)] + [(f"compare.{i}", s) for i, s in enumerate(config.compare)]
-    if config.baseline:
-        arms.append(("baseline", config.baseline))
-    seen: dict[str, str] = {}
-    for loc, arm in arms:
-        if arm.name not in registries.strategies:
-            errors.append((f"{loc}.name", registries.strategies.unknown_message(arm.name)))
-        if arm.arm in seen or arm.arm == "source":
-            errors.append((f"{loc}.label", f"arm name '{arm.arm}' is used twice (also at {seen.get(arm.arm, 'source')}); "
-                           "give one of them a label"))
-        seen[arm.arm] = loc
+    if config.seeds and len(set(config.seeds)) != len(config.seeds):
+        errors.append(("seeds", "lists a seed twice"))
     if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
         errors.append(("device", f"'{config.device}' is not a device; use auto, cpu, cuda or cuda:N"))
-    if config.data.val_fraction + config.data.test_fraction >= 0.9:
-        errors.append(("data", "val_fraction + test_fraction leave less than 10% for training"))
+    seen_stages: list[str] = []
+    for stage in stages:
+        errors += _check_stage(stage, seen_stages, registries, base_dir)
+        seen_stages.append(stage.name)
+    return _dedupe(errors)  # the source shorthand shares the top-level model with the main stage
+
+
+def _check_stage(stage: StagePlan, earlier: list[str], registries: Registries, base_dir: Path) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    where = stage.where
+    if stage.name in earlier:
+        errors.append((where("name"), f"stage name '{stage.name}' is used twice"))
+    if stage.init_from is not None:
+        if stage.init_from not in earlier:
+            errors.append((where("init_from"), f"'{stage.init_from}' is not an earlier stage"
+                           + (f" (earlier: {', '.join(earlier)})" if earlier else " (this is the first stage)")))
+        if stage.model.weights is not None:
+            field = "model.weights" if stage.loc in ("", "source") else where("model.weights")
+            errors.append((field, "must be null when the stage starts from an earlier stage: its pretrained "
+                           "parts come from there (put initial weights in the first stage, e.g. source.weights)"))
+    task_entry = registries.tasks.find(stage.task)
+    if task_entry is None:
+        errors.append((where("task") if stage.loc else "task", registries.tasks.unknown_message(stage.task)))
+    model_loc = "model" if stage.loc in ("", "source") else where("model")
+    if stage.model.backbone not in registries.backbones:
+        errors.append((f"{model_loc}.backbone", registries.backbones.unknown_message(stage.model.backbone)))
+    data_loc = where("data")
+    errors += check_data(stage.data, data_loc, stage.task, registries, base_dir)
+    for name, extra in stage.extra_data.items():
+        errors += check_data(extra, where(f"extra_data.{name}"), stage.task, registries, base_dir)
+    if stage.data.val_fraction + stage.data.test_fraction >= 0.9:
+        errors.append((data_loc, "val_fraction + test_fraction leave less than 10% for training"))
+    task_cls = task_entry.obj if task_entry is not None else None
+    if task_cls is not None:
+        for loc, section, schema in ((data_loc, stage.data, task_cls.DataOptions),
+                                     (model_loc, stage.model, task_cls.ModelOptions)):
+            try:
+                schema.model_validate(section.task_options)
+            except ValidationError as exc:
+                errors += pydantic_errors(exc, prefix=f"{loc}.")
+        if not errors:
+            task = task_cls(registries, stage.train)
+            for field, reason in task.check_config(stage.model, stage.data, base_dir=base_dir):
+                section, _, rest = field.partition(".")
+                loc = {"model": model_loc, "data": data_loc}.get(section)
+                errors.append((f"{loc}.{rest}" if loc and rest else where(field), reason))
+    labels: dict[str, str] = {}
+    for loc, arm in zip(_arm_locs(stage), stage.arms):
+        errors += _check_arm(arm, loc, stage, task_cls, registries)
+        if arm.arm in labels:
+            errors.append((f"{loc}.label", f"arm name '{arm.arm}' is used twice (also at {labels[arm.arm]}); "
+                           "give one of them a label"))
+        labels[arm.arm] = loc
+    return errors
+
+
+def _check_arm(arm: StrategyConfig, loc: str, stage: StagePlan, task_cls: Any, registries: Registries
+               ) -> list[tuple[str, str]]:
+    entry = registries.strategies.find(arm.name)
+    if entry is None:
+        return [(f"{loc}.name", registries.strategies.unknown_message(arm.name))]
+    strategy_cls = entry.obj
+    errors: list[tuple[str, str]] = []
+    try:
+        strategy_cls.Args.model_validate(arm.args)
+    except ValidationError as exc:
+        errors += pydantic_errors(exc, prefix=f"{loc}.args.")
+    for name in getattr(strategy_cls, "extra_data", ()):
+        if name not in stage.extra_data:
+            errors.append((f"{loc}.name", f"strategy '{arm.name}' needs the extra dataset '{name}': add "
+                           f"{stage.where('extra_data')}.{name} to the stage"))
+    known_parts = getattr(task_cls, "pretrained_parts", ()) if task_cls is not None else ()
+    for part in arm.parts:
+        if task_cls is not None and part not in known_parts:
+            errors.append((f"{loc}.parts.{part}", f"task '{stage.task}' has no pretrained part '{part}' "
+                           f"(its pretrained parts: {', '.join(known_parts) or 'none'})"))
+    if arm.cache.storage == "disk" and arm.cache.enabled and getattr(strategy_cls, "frozen_backbone", False):
+        from .cache import check_cache_root
+
+        reason = check_cache_root(Path(arm.cache.root) if arm.cache.root else None)
+        if reason:
+            errors.append((f"{loc}.cache.root", reason))
     return errors
 
 

@@ -64,13 +64,14 @@ def _is_number(value: Any) -> bool:
 
 
 def _series(records: Sequence[dict[str, Any]], arm: str, key: str) -> tuple[list[int], list[float]]:
-    """(epochs, values) of ``key`` for one arm, sorted by epoch, None/missing skipped."""
-    points = sorted(
-        (int(r["epoch"]), float(r[key]))
-        for r in records
-        if r.get("arm") == arm and _is_number(r.get(key)) and r.get("epoch") is not None
-    )
-    return [e for e, _ in points], [v for _, v in points]
+    """(epochs, values) of ``key`` for one arm, sorted by epoch, None/missing skipped;
+    records of several seeds are averaged per epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for r in records:
+        if r.get("arm") == arm and _is_number(r.get(key)) and r.get("epoch") is not None:
+            by_epoch.setdefault(int(r["epoch"]), []).append(float(r[key]))
+    epochs = sorted(by_epoch)
+    return epochs, [float(np.mean(by_epoch[e])) for e in epochs]
 
 
 _ACRONYMS = {"f1": "F1", "mae": "MAE", "mse": "MSE", "rmse": "RMSE", "auc": "AUC", "map": "mAP", "iou": "IoU", "r2": "R²"}
@@ -192,7 +193,8 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, *, t
     return _save(fig, Path(path))
 
 
-def plot_arm_comparison(arms: dict[str, dict[str, float]], metric: str, path: Path) -> Path:
+def plot_arm_comparison(arms: dict[str, dict[str, float]], metric: str, path: Path,
+                        errors: dict[str, float] | None = None) -> Path:
     """A bar per arm of its final test ``metric`` (e.g. scratch vs feature-extraction vs fine-tune).
 
     Args:
@@ -201,6 +203,7 @@ def plot_arm_comparison(arms: dict[str, dict[str, float]], metric: str, path: Pa
         metric: the metric to compare, e.g. ``"accuracy"``. Metrics in [0, 1] are shown
             as percentages.
         path: PNG file to write.
+        errors: arm name -> standard deviation over seeds, drawn as error bars (optional).
     """
     names = list(arms)
     values = [arms[n].get(metric) for n in names]
@@ -211,7 +214,9 @@ def plot_arm_comparison(arms: dict[str, dict[str, float]], metric: str, path: Pa
 
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(names) + 2), 4.5))
     heights = [float(v) * scale if _is_number(v) else 0.0 for v in values]
-    bars = ax.bar(range(len(names)), heights, color=[colours[n] for n in names], width=0.6)
+    yerr = [float((errors or {}).get(n) or 0.0) * scale for n in names] if errors else None
+    bars = ax.bar(range(len(names)), heights, color=[colours[n] for n in names], width=0.6,
+                  yerr=yerr, capsize=4 if yerr else 0)
     top = max([h for h in heights] + [0.0])
     for bar, value in zip(bars, values):
         text = (f"{float(value) * scale:.1f}%" if as_percent else f"{float(value):.4g}") if _is_number(value) else "n/a"

@@ -80,8 +80,8 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     Each row: ``{"arm", "strategy", <primary metric>, <other metrics>..., "seconds",
     "epochs", "baseline" (True for the baseline arm), "gain_vs_baseline"}``. Metric values
     are as in the summary (fractions for rates); a metric an arm lacks is None.
-    ``gain_vs_baseline`` is the primary-metric difference to the baseline arm (percentage
-    points for rates, raw difference otherwise), None for the baseline arm itself and when
+    ``gain_vs_baseline`` is the primary-metric improvement over the baseline arm (positive
+    = better whatever the metric's direction; percentage points for rates, raw otherwise), None for the baseline arm itself and when
     the run has no baseline.
     """
     primary = str(summary.get("primary_metric") or "accuracy")
@@ -93,9 +93,12 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     for name, arm in arms.items():
         metrics = arm.get("metrics") or {}
         row: dict[str, Any] = {"arm": name, "strategy": _name(arm.get("strategy")) or name}
+        stds = arm.get("metrics_std") or {}
         for metric in metric_names:
             value = metrics.get(metric)
             row[metric] = float(value) if _is_number(value) else None
+            if _is_number(stds.get(metric)):
+                row[f"{metric}_std"] = float(stds[metric])
         row["seconds"] = float(arm["seconds"]) if _is_number(arm.get("seconds")) else None
         row["epochs"] = int(arm["epochs"]) if _is_number(arm.get("epochs")) else None
         row["baseline"] = name == base_name
@@ -103,6 +106,8 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         gain = None
         if name != base_name and _is_number(value) and _is_number(base_value):
             diff = float(value) - float(base_value)
+            if (summary.get("metric_directions") or {}).get(primary) == "min":
+                diff = -diff  # positive = better, also for lower-is-better metrics
             gain = round(diff * 100.0, 4) if _is_rate(primary, value, base_value) else diff
         row["gain_vs_baseline"] = gain
         rows.append(row)
@@ -128,6 +133,16 @@ def _format_metric(metric: str, value: Any, rows: list[dict[str, Any]]) -> str:
     if _is_rate(metric, *(r[metric] for r in rows)):
         return f"{float(value) * 100:.1f}"
     return f"{float(value):.4g}"
+
+
+def _format_std(metric: str, row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """`` ± std`` over seeds, in the metric's units, when the run had several seeds."""
+    std = row.get(f"{metric}_std")
+    if std is None or not _is_number(row.get(metric)):
+        return ""
+    if _is_rate(metric, *(r[metric] for r in rows)):
+        return f" ± {std * 100:.1f}"
+    return f" ± {std:.2g}"
 
 
 def _format_gain(row: dict[str, Any], primary: str, rows: list[dict[str, Any]]) -> str:
@@ -156,7 +171,8 @@ def _table_cells(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header.append("Time (s)")
     cells = []
     for row in rows:
-        line = [row["arm"], row["strategy"], *(_format_metric(m, row[m], rows) for m in metrics)]
+        line = [row["arm"], row["strategy"], *(_format_metric(m, row[m], rows) + _format_std(m, row, rows)
+                                               for m in metrics)]
         if has_baseline:
             line.append(_format_gain(row, primary, rows))
         line.append(_format_seconds(row["seconds"]))

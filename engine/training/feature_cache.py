@@ -1,9 +1,21 @@
-"""Feature-extraction training from a feature cache: the frozen backbone runs once.
+"""Training from a feature cache: the frozen part of the model runs once per sample.
 
-For an arm whose strategy freezes the whole backbone, :class:`CachedFeatures` runs the
-backbone once per training sample and augmented view (and once per val/test sample),
-stores the features in a :class:`tlengine.cache.FeatureCache`, and from then on serves
-``(features [B,D], targets [B])`` batches, so every epoch trains only the head.
+For an arm whose strategy freezes every pretrained part, :class:`CachedFeatures` runs
+``model.forward_features`` once per training sample and augmented view (and once per
+val/test sample), stores what the task's :class:`tlengine.task.CacheSpec` asks for in a
+:class:`tlengine.cache.FeatureCache`, and from then on serves batches of cached rows, so
+every epoch trains only what comes after the frozen part (``model.forward_head``).
+
+What is stored per sample (``CacheSpec.layout``):
+
+* ``vector`` — the features pooled to [D] by the fused ``pool_quantize_scatter`` op
+  (avg / max / cls). Padded sequences (``forward_features`` returns ``(features [N,T,D],
+  lengths [N])``) pool under their mask: the mask is applied by a PyTorch pre-pass
+  (padding zeroed and the mean rescaled by T/length, or set to -inf for max), and the
+  pooling, cast or int8 quantisation and scatter stay fused.
+* ``sequence`` — the whole [T,D] sequence (pooling ``none``), with the lengths of
+  padded sequences in a second one-value-per-row cache.
+* ``map`` — the whole [C,H,W] map (pooling ``none``).
 
 A task opts in by implementing ``targets``, ``dataset_fingerprint`` and
 ``extraction_batches`` (see :class:`tlengine.task.Task`).
@@ -11,50 +23,71 @@ A task opts in by implementing ``targets``, ``dataset_fingerprint`` and
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from ..cache import CacheKey, FeatureCache, fingerprint_state_dict
 from ..config import CacheConfig
-from ..task import Task
+from ..task import CacheSpec, Task, to_device
 from .progress import progress_bar
 
+
 class HeadOnly(nn.Module):
-    """Wraps a TransferModel so that ``forward(features) = head(features)``."""
+    """Wraps a TransferModel so that calling it runs ``model.forward_head`` on cached inputs."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model.head(features)
+    def forward(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.model.forward_head(inputs, *args, **kwargs)
+
+
+def _take(targets: Any, idx: torch.Tensor) -> Any:
+    if isinstance(targets, torch.Tensor):
+        return targets[idx]
+    return [targets[i] for i in idx.tolist()]
 
 
 class _RowBatches(Dataset):
     """Index dataset whose batches are gathered from the cache in one call (``__getitems__``)."""
 
-    def __init__(self, cache: FeatureCache, rows: torch.Tensor, targets: torch.Tensor):
-        self.cache, self.rows, self.targets = cache, rows, targets
+    def __init__(self, served: "CachedFeatures", split: str, rows: torch.Tensor, targets: Any):
+        self.served, self.split, self.rows, self.targets = served, split, rows, targets
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[Any, Any]:
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        return self.cache.read(self.rows[idx].to(self.cache.device)), self.targets[idx]
+        return self.served.inputs(self.split, self.rows[idx]), _take(self.targets, idx)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - batched path above
-        feats, targets = self.__getitems__([i])
-        return feats[0], targets[0]
+    def __getitem__(self, i: int) -> tuple[Any, Any]:  # pragma: no cover - batched path above
+        return self.__getitems__([i])
 
 
 def _identity_collate(batch: Any) -> Any:
     return batch
+
+
+def masked_for_pooling(features: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """The PyTorch pre-pass that makes the unmasked fused pooling of padded sequences
+    [N,T,D] equal their masked pooling: avg — padding zeroed, scaled by T/length; max —
+    padding set to -inf; cls — unchanged (position 0 is never padding)."""
+    if pooling == "cls":
+        return features
+    t = features.shape[1]
+    mask = torch.arange(t, device=features.device)[None, :] < lengths.to(features.device)[:, None]
+    if pooling == "max":
+        return features.masked_fill(~mask[..., None], float("-inf"))
+    scale = (t / lengths.clamp(min=1).to(features.device, torch.float32)).to(features.dtype)
+    return features * mask[..., None].to(features.dtype) * scale[:, None, None]
 
 
 class CachedFeatures:
@@ -64,8 +97,11 @@ class CachedFeatures:
                  seed: int, batch_size: int):
         self.task, self.model, self.data, self.config = task, model, data, config
         self.device, self.seed, self.batch_size = device, seed, batch_size
+        self.spec: CacheSpec = task.cache_spec(model)
         self.caches: dict[str, FeatureCache] = {}
-        self.targets: dict[str, torch.Tensor] = {}
+        self.length_caches: dict[str, FeatureCache] = {}
+        self.targets: dict[str, Any] = {}
+        self.sample_shape: tuple[int, ...] = ()
         self.extraction_seconds = 0.0
         self.head = HeadOnly(model)
         # The data's effective preprocessing (a dataset may override e.g. crop_pct), so the
@@ -73,38 +109,84 @@ class CachedFeatures:
         self.preprocessing = dict(getattr(data, "info", {}).get("preprocessing") or model.preprocessing)
 
     # ------------------------------------------------------------------ building
-    def _key(self, split: str, dataset: Dataset, views: int) -> CacheKey:
+    @property
+    def _pooling(self) -> str:
+        return self.spec.pooling if self.spec.layout == "vector" else "none"
+
+    def _frozen_fingerprint(self) -> str:
+        frozen = nn.ModuleList([p.module for p in self.model.pretrained_parts])
+        return fingerprint_state_dict(frozen)
+
+    def _key(self, split: str, dataset: Dataset, views: int, layer: str, pooling: str, dtype: str) -> CacheKey:
         return CacheKey(
-            backbone=self.model.arch, weights_fingerprint=fingerprint_state_dict(self.model.backbone),
-            layer="pooled", preprocessing={**self.preprocessing, "augmentation": self.task.cache_augmentation},
-            dataset_fingerprint=f"{split}:{self.task.dataset_fingerprint(dataset)}", pooling="avg",
-            dtype=self.config.dtype, views=views, l2_normalize=False)
+            backbone=self.model.arch, weights_fingerprint=self._fingerprint, layer=layer,
+            preprocessing={**self.preprocessing, "augmentation": self.task.cache_augmentation},
+            dataset_fingerprint=f"{split}:{self.task.dataset_fingerprint(dataset)}", pooling=pooling,
+            dtype=dtype, views=views, l2_normalize=self.spec.l2_normalize and layer == self.spec.layout)
+
+    def _forward(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.model.forward_features(inputs)
+        feats, lengths = out if isinstance(out, tuple) else (out, None)
+        if feats.dim() == 2:  # pooled [B,D] -> one token [B,1,D]
+            feats = feats.unsqueeze(1)
+        if lengths is not None and self.spec.layout == "vector":
+            feats, lengths = masked_for_pooling(feats, lengths, self.spec.pooling), None
+        return feats, lengths
+
+    def _probe(self, dataset: Dataset) -> tuple[tuple[int, ...], bool]:
+        """Per-sample shape of the frozen part's output, and whether it has lengths."""
+        inputs, _ = next(iter(self.task.extraction_batches(
+            dataset, indices=torch.tensor([0]), view=0, seed=self.seed, batch_size=1,
+            preprocessing=self.preprocessing, kernels=self.config.kernels, train=False)))
+        with torch.no_grad():
+            out = self.model.forward_features(to_device(inputs, self.device))
+        feats = out[0] if isinstance(out, tuple) else out
+        shape = tuple(feats.shape[1:]) if feats.dim() > 2 else (1, int(feats.shape[1]))
+        return shape, isinstance(out, tuple) and self.spec.layout == "sequence"
+
+    def _row_dim(self, shape: tuple[int, ...]) -> int:
+        if self._pooling == "none":
+            return int(torch.tensor(shape).prod())
+        return int(shape[0] if len(shape) == 3 else shape[-1])
 
     def prepare(self) -> None:
         """Extract every missing row of the train (``views`` per sample), val and test caches."""
         t0 = time.perf_counter()
         self.model.eval()
+        self._fingerprint = self._frozen_fingerprint()
         storage_device = self.device if self.config.storage == "memory" else torch.device("cpu")
+        self.sample_shape, has_lengths = self._probe(self.data.train)
+        row_dim = self._row_dim(self.sample_shape)
         for split, views in (("train", self.config.views), ("val", 1), ("test", 1)):
             dataset = getattr(self.data, split)
             n = len(dataset)
             self.targets[split] = self.task.targets(dataset)
             if n == 0:
                 continue
-            key = self._key(split, dataset, views)
-            cache = FeatureCache.open(key, num_samples=n, row_dim=self.model.feature_dim, storage=self.config.storage,
-                                      root=self._root(), device=storage_device, kernels=self.config.kernels)
+            open_args = dict(num_samples=n, storage=self.config.storage, root=self._root(), device=storage_device,
+                             kernels=self.config.kernels)
+            key = self._key(split, dataset, views, self.spec.layout, self._pooling, self.config.dtype)
+            cache = FeatureCache.open(key, row_dim=row_dim, **open_args)
             self.caches[split] = cache
+            lengths = None
+            if has_lengths:
+                lkey = self._key(split, dataset, views, "lengths", "none", "float32")
+                lengths = self.length_caches[split] = FeatureCache.open(lkey, row_dim=1, **open_args)
             missing = cache.missing()
+            if lengths is not None:
+                missing = torch.unique(torch.cat([missing, lengths.missing()]))
             if missing.numel():
-                self._extract(split, dataset, cache, missing, views)
+                self._extract(split, dataset, cache, lengths, missing, views)
             cache.finalize()
+            if lengths is not None:
+                lengths.finalize()
         self.extraction_seconds = time.perf_counter() - t0
 
     def _root(self) -> Path | None:
         return Path(self.config.root) if self.config.root else None
 
-    def _extract(self, split: str, dataset: Dataset, cache: FeatureCache, missing: torch.Tensor, views: int) -> None:
+    def _extract(self, split: str, dataset: Dataset, cache: FeatureCache, lengths_cache: FeatureCache | None,
+                 missing: torch.Tensor, views: int) -> None:
         missing_samples, missing_views = FeatureCache.sample_view(missing, views)
         for view in range(views):
             samples = missing_samples[missing_views == view]
@@ -117,39 +199,55 @@ class CachedFeatures:
             desc = f"extracting {split} features" + (f" (view {view + 1}/{views})" if views > 1 else "")
             with torch.no_grad():
                 for inputs, sample_idx in progress_bar(batches, desc=desc, total=total):
-                    feats = self.model.backbone(inputs.to(self.device, non_blocking=True))
-                    if feats.dim() == 2:  # pooled [B,D] -> one token [B,1,D]
-                        feats = feats.unsqueeze(1)
+                    feats, lengths = self._forward(to_device(inputs, self.device))
                     rows = FeatureCache.row_index(sample_idx, views, view).to(cache.device)
                     # pooled on the features' device; only the rows move to the cache's
-                    cache.write(feats, rows, pooling="avg", l2_normalize=False)
+                    cache.write(feats, rows, pooling=self._pooling, l2_normalize=cache.key.l2_normalize)
+                    if lengths_cache is not None:
+                        lengths_cache.write(lengths.to(torch.float32).reshape(-1, 1, 1), rows.to(lengths_cache.device))
         cache.commit()
+        if lengths_cache is not None:
+            lengths_cache.commit()
 
     # ------------------------------------------------------------------ serving
+    def inputs(self, split: str, rows: torch.Tensor) -> Any:
+        """What ``model.forward_head`` takes for cache ``rows`` of ``split``."""
+        cache = self.caches[split]
+        flat = cache.read(rows.to(cache.device))
+        shape = (flat.shape[1],) if self.spec.layout == "vector" else self.sample_shape
+        feats = flat.reshape(flat.shape[0], *shape)
+        lengths = None
+        if split in self.length_caches:
+            lengths = self.length_caches[split].read(rows).reshape(-1).round().to(torch.int64)
+        return self.task.cached_inputs(feats, lengths)
+
     def train_loader(self, epoch: int, *, batch_size: int, seed: int) -> DataLoader:
         """One view per sample for this epoch, shuffled by ``seed``."""
         cache, targets = self.caches["train"], self.targets["train"]
-        n = targets.shape[0]
+        n = len(targets)
         rows = FeatureCache.row_index(torch.arange(n), cache.views, cache.draw_views(epoch, n, seed))
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(_RowBatches(cache, rows, targets), batch_size=batch_size, shuffle=True,
+        return DataLoader(_RowBatches(self, "train", rows, targets), batch_size=batch_size, shuffle=True,
                           generator=generator, collate_fn=_identity_collate)
 
-    def eval_dataset(self, split: str) -> Dataset:
-        """All features of ``split`` (val/test) as a TensorDataset of (features [D], target)."""
+    def eval_loader(self, split: str, *, batch_size: int) -> DataLoader:
+        """Every cached row of ``split`` (val/test) in sample order."""
         targets = self.targets[split]
-        if split not in self.caches:
-            return TensorDataset(torch.zeros(0, self.model.feature_dim), targets)
-        rows = torch.arange(targets.shape[0], dtype=torch.int64, device=self.caches[split].device)
-        return TensorDataset(self.caches[split].read(rows).cpu(), targets)
+        rows = torch.arange(len(targets), dtype=torch.int64)
+        return DataLoader(_RowBatches(self, split, rows, targets), batch_size=batch_size, shuffle=False,
+                          collate_fn=_identity_collate)
+
+    def split_size(self, split: str) -> int:
+        return len(self.targets.get(split, []))
 
     def close(self) -> None:
         """Release the caches (a disk cache stays locked while open)."""
-        for cache in self.caches.values():
+        for cache in [*self.caches.values(), *self.length_caches.values()]:
             cache.close()
 
     def stats(self) -> dict[str, Any]:
         return {"extraction_seconds": round(self.extraction_seconds, 3), "storage": self.config.storage,
                 "dtype": self.config.dtype, "views": self.config.views, "kernels": self.config.kernels,
+                "layout": dataclasses.asdict(self.spec), "sample_shape": list(self.sample_shape),
                 "splits": {split: cache.stats for split, cache in self.caches.items()}}
 

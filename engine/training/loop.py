@@ -1,25 +1,34 @@
-"""Trains one arm (one strategy on one model) epoch by epoch. Read it top to bottom.
+"""Trains one arm (one strategy on one model, one seed) epoch by epoch. Read it top to bottom.
 
-Every epoch starts from a seed derived from (pipeline seed, arm, epoch), so shuffling,
+Every epoch starts from a seed derived from (seed, arm, epoch), so shuffling,
 augmentation and dropout of epoch ``e`` do not depend on what ran before it: a run
 resumed from the checkpoint of epoch ``e-1`` computes exactly what the uninterrupted
 run computed (on CPU).
+
+The step itself belongs to the strategy (:meth:`Strategy.training_step` returns named
+losses; the loop back-propagates their sum). After each epoch the validation score of
+the task's primary metric decides the best epoch (in the metric's direction); the
+arm's test evaluation and saved model use the best epoch's weights unless
+``train.keep: last``; ``train.patience`` stops an arm that stopped improving.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+from torch.utils.data import Dataset
 
 from ..config import TrainConfig
 from ..model import TransferModel
 from ..strategies import Strategy
+from ..strategies.base import StepContext
 from ..task import Evaluation, Task, TaskData
 from . import checkpoint
 from .feature_cache import CachedFeatures
@@ -30,7 +39,7 @@ from .seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 @dataclass
 class Arm:
-    """One arm of a run: a strategy applied to a model on a dataset."""
+    """One arm of a stage under one seed: a strategy applied to a model on a dataset."""
 
     name: str
     strategy: Strategy
@@ -38,6 +47,13 @@ class Arm:
     data: TaskData
     train: TrainConfig  # with the arm's own epochs / lr already applied
     seed: int
+    stage: str = "main"
+    extra: dict[str, Dataset] = field(default_factory=dict)  # the stage's extra datasets (train splits)
+
+    @property
+    def key(self) -> str:
+        """Unique within a run: ``<stage>/<arm>/seed<seed>`` (also its folder under ``arms/``)."""
+        return f"{self.stage}/{self.name}/seed{self.seed}"
 
 
 @dataclass
@@ -50,6 +66,8 @@ class ArmResult:
     epochs: int
     history: list[dict[str, Any]] = field(default_factory=list)
     cache: dict[str, Any] | None = None  # feature-cache statistics when the arm used one
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
 
 def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], torch.amp.GradScaler | None]:
@@ -64,28 +82,46 @@ def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], tor
     return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
 
 
-def evaluate(task: Task, model: TransferModel, dataset: Any, info: dict[str, Any], *, batch_size: int,
-             device: torch.device, num_workers: int = 0) -> Evaluation:
+def evaluate(task: Task, model: Any, loader: Any, info: dict[str, Any], *, device: torch.device) -> Evaluation:
+    """The task's metrics of ``model`` over ``loader``, in eval mode without autograd."""
     model.eval()
-    loader = task.loader(dataset, batch_size=batch_size, shuffle=False, seed=0, num_workers=num_workers)
     with torch.no_grad():
         return task.evaluate(model, loader, device, info)
 
 
-def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path,
-              on_epoch: Callable[[dict[str, Any]], None], resume: bool = False,
-              num_workers: int = 0, label: str = "") -> ArmResult:
-    """Train ``arm`` for ``arm.train.epochs`` epochs and evaluate it on the test split.
+def is_better(task: Task, metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value > best if task.higher_is_better(metric) else value < best
 
-    After every epoch the full training state is written to ``state_path`` (atomically)
-    and ``on_epoch(record)`` receives that epoch's metrics. With ``resume=True`` and an
-    existing ``state_path``, training continues after the saved epoch.
+
+def _cycle(task: Task, dataset: Dataset, *, batch_size: int, seed: int, device: torch.device) -> Iterator[Any]:
+    """Endless batches of ``dataset`` (reshuffled each pass by a seed derived from ``seed``)."""
+    for n in itertools.count():
+        loader = task.loader(dataset, batch_size=batch_size, shuffle=True, seed=derive_seed(seed, n))
+        for batch in loader:
+            yield task.move_to(batch, device)
+
+
+def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path, on_epoch: Callable[[dict[str, Any]], None],
+              resume: bool = False, num_workers: int = 0, label: str = "") -> ArmResult:
+    """Train ``arm`` for up to ``arm.train.epochs`` epochs and evaluate it on the test split.
+
+    After every epoch the full training state is written to ``state_path`` (atomically),
+    the best epoch's weights to ``best.safetensors`` beside it, and ``on_epoch(record)``
+    receives that epoch's metrics. With ``resume=True`` and an existing ``state_path``,
+    training continues after the saved epoch.
     """
-    cfg, model, strategy = arm.train, arm.model.to(device), arm.strategy
+    cfg, model, strategy = arm.train, arm.model, arm.strategy
+    best_path = state_path.with_name("best.safetensors")
+    seed_everything(derive_seed(arm.seed, arm.name, "prepare"))
+    strategy.prepare(model, arm.data)
+    model.to(device)
     groups = strategy.param_groups(model, cfg.lr)
     optimizer = build_optimizer(groups, cfg)
     steps_per_epoch = math.ceil(len(arm.data.train) / cfg.batch_size)
-    schedule = LRSchedule(optimizer, kind=cfg.scheduler, total_steps=steps_per_epoch * cfg.epochs,
+    total_steps = steps_per_epoch * cfg.epochs
+    schedule = LRSchedule(optimizer, kind=cfg.scheduler, total_steps=total_steps,
                           warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
     autocast, scaler = autocast_for(device, cfg.amp)
 
@@ -94,18 +130,33 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path,
         strategy.apply(model, 1)
         cached = CachedFeatures(task, model, arm.data, strategy.config.cache, device=device, seed=arm.seed,
                                 batch_size=cfg.batch_size)
-        cached.prepare()  # the frozen backbone runs here, once; epochs below train the head only
+        cached.prepare()  # the frozen part runs here, once; epochs below train the rest only
     net = cached.head if cached is not None else model
-    val_data = cached.eval_dataset("val") if cached is not None else arm.data.val
 
+    def eval_loader(split: str) -> Any:
+        if cached is not None:
+            return cached.eval_loader(split, batch_size=cfg.batch_size)
+        return task.loader(getattr(arm.data, split), batch_size=cfg.batch_size, shuffle=False, seed=0,
+                           num_workers=num_workers)
+
+    has_val = (cached.split_size("val") if cached is not None else len(arm.data.val)) > 0
+    extra = {name: _cycle(task, ds, batch_size=cfg.batch_size, seed=derive_seed(arm.seed, arm.name, name),
+                          device=device) for name, ds in arm.extra.items()}
+
+    metric = task.primary_metric
     start_epoch, history, seconds = 1, [], 0.0
+    best: dict[str, Any] = {"value": None, "epoch": None, "since": 0, "stopped": False}
     if resume and state_path.exists():
         meta = checkpoint.load_training_state(state_path, model=model, optimizer=optimizer)
         schedule.load_state_dict(meta["schedule"])
         set_rng_state(meta["rng_tensors"], meta["rng"])
         start_epoch, history, seconds = meta["epoch"] + 1, meta.get("history", []), meta.get("seconds", 0.0)
+        best = meta.get("best", best)
 
+    last_epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs + 1):
+        if best["stopped"]:
+            break
         t0 = time.perf_counter()
         epoch_seed = derive_seed(arm.seed, arm.name, epoch)
         seed_everything(epoch_seed)
@@ -116,58 +167,79 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path,
         else:
             loader = task.loader(arm.data.train, batch_size=cfg.batch_size, shuffle=True, seed=epoch_seed,
                                  num_workers=num_workers)
-        total_loss, seen = 0.0, 0
-        desc = f"{label or arm.name} epoch {epoch}/{cfg.epochs}"
-        for batch in progress_bar(loader, desc=desc, total=len(loader)):
+        sums: dict[str, float] = {}
+        seen = 0
+        desc = f"{label or arm.key} epoch {epoch}/{cfg.epochs}"
+        for i, batch in enumerate(progress_bar(loader, desc=desc, total=len(loader))):
             inputs, targets = task.move_to(batch, device)
+            step = StepContext(task, net, model, inputs, targets, epoch, (epoch - 1) * steps_per_epoch + i,
+                               total_steps, device, _extra=lambda name: next(extra[name]))
             with autocast():
-                loss = task.training_loss(net, inputs, targets)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+                losses = strategy.training_step(step)
+            loss = sum(losses.values())
+            if loss.requires_grad:  # False when this epoch's plan trains nothing
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
             schedule.step()
             n = _batch_size(targets)
-            total_loss += float(loss.detach()) * n
             seen += n
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+            if len(losses) > 1 or "loss" not in losses:
+                for k, v in losses.items():
+                    sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + float(v.detach()) * n
 
-        record: dict[str, Any] = {"arm": arm.name, "epoch": epoch, "train_loss": total_loss / max(seen, 1),
-                                  "lr": optimizer.param_groups[0]["lr"],
-                                  "trainable_blocks": len(trainable)}
-        if len(val_data):
-            val = evaluate(task, net, val_data, arm.data.info, batch_size=cfg.batch_size, device=device,
-                           num_workers=num_workers)
+        record: dict[str, Any] = {"stage": arm.stage, "arm": arm.name, "seed": arm.seed, "epoch": epoch,
+                                  **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+                                  "lr": optimizer.param_groups[0]["lr"], "trainable_blocks": len(trainable)}
+        if has_val:
+            val = evaluate(task, net, eval_loader("val"), arm.data.info, device=device)
             record.update({f"val_{k}": v for k, v in val.metrics.items()})
+            value = val.metrics.get(metric)
+            if value is not None and is_better(task, metric, value, best["value"]):
+                best.update(value=value, epoch=epoch, since=0)
+                checkpoint.save_tensors(best_path, model.state_dict(), {"epoch": epoch, metric: value})
+            else:
+                best["since"] += 1
+            if cfg.patience and best["since"] >= cfg.patience and epoch < cfg.epochs:
+                best["stopped"] = True
+                record["stopped_early"] = True
         epoch_seconds = time.perf_counter() - t0
         seconds += epoch_seconds
         record["seconds"] = round(epoch_seconds, 3)
         history.append(record)
         checkpoint.save_training_state(
             state_path, model=model, optimizer=optimizer, schedule_state=schedule.state_dict(),
-            epoch=epoch, rng=rng_state(), extra={"history": history, "seconds": seconds, "arm": arm.name})
+            epoch=epoch, rng=rng_state(),
+            extra={"history": history, "seconds": seconds, "arm": arm.name, "best": best})
         on_epoch(record)
+        last_epoch = epoch
 
-    strategy.apply(model, cfg.epochs)
-    test_data = cached.eval_dataset("test") if cached is not None else arm.data.test
-    val_eval = (evaluate(task, net, val_data, arm.data.info, batch_size=cfg.batch_size, device=device,
-                         num_workers=num_workers) if len(val_data) else None)
-    test_eval = evaluate(task, net, test_data, arm.data.info, batch_size=cfg.batch_size, device=device,
-                         num_workers=num_workers)
+    last_epoch = history[-1]["epoch"] if history else last_epoch
+    strategy.apply(model, last_epoch)
+    if cfg.keep == "best" and best["epoch"] is not None and best["epoch"] != last_epoch:
+        tensors, _ = checkpoint.load_tensors(best_path)
+        model.load_state_dict(tensors)
+    val_eval = evaluate(task, net, eval_loader("val"), arm.data.info, device=device) if has_val else None
+    test_eval = evaluate(task, net, eval_loader("test"), arm.data.info, device=device)
     cache_stats = None
     if cached is not None:
         cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}
         cached.close()
-    return ArmResult(arm.name, strategy.name, test_eval, val_eval, seconds + (cached.extraction_seconds if cached else 0.0),
-                     cfg.epochs, history, cache_stats)
+    total = seconds + (cached.extraction_seconds if cached else 0.0)
+    return ArmResult(arm.name, strategy.name, test_eval, val_eval, total, last_epoch, history, cache_stats,
+                     best_epoch=best["epoch"] if cfg.keep == "best" else last_epoch,
+                     stopped_early=bool(best["stopped"]))
 
 
 def _batch_size(targets: Any) -> int:
