@@ -10,6 +10,7 @@ Disk layout, one directory per key (``root/<digest[:20]>`` or ``...-r{rank}of{wo
     data.bin     [R, D_row] raw rows          (memory-mapped, MAP_SHARED)
     scales.bin   float32 [R]                  (memory-mapped)
     filled.bin   uint8 [R], 1 = row durable   (memory-mapped)
+    checksums.json  per chunk of rows: checksum of its committed rows (atomic writes)
 
 Crash safety: a row's filled flag is only set (in the file) after its data and scale
 are on disk, and ``complete`` is only set after every flag is, with a checksum of
@@ -17,6 +18,15 @@ data + scales. A crash therefore leaves a resumable partial cache whose filled r
 all valid; rows written but not committed are missing and get recomputed. A complete
 cache whose checksum does not match, or a directory whose meta does not match the key,
 is deleted and rebuilt with a one-line notice.
+
+Committed rows carry their own checksums, per chunk of ``chunk_rows`` consecutive rows
+(a few MiB): blake2b over the chunk's filled flags and the bytes and scales of its filled
+rows. Every change of the flags (commit, or clearing them before a rewrite) first writes
+``checksums.json`` listing both the chunk's current and its next checksum, then changes
+and syncs the flags; so a crash anywhere leaves flags that match one of the listed sums.
+Resuming a partial cache re-checks every chunk: a chunk whose committed rows no longer
+match (bytes changed on disk) loses its flags, with one notice, and its rows are
+extracted again instead of being trained on (or checksummed into a "complete" cache).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from tlengine.atomic import write_json
+from tlengine.atomic import write_json, write_text
 from tlengine.cache.key import DIGEST_CHARS, FORMAT_VERSION, CacheKey
 from tlengine.errors import TLEngineError
 
@@ -44,9 +54,10 @@ try:
 except ImportError:  # Windows: no flock; concurrent use of one disk cache is not guarded there
     fcntl = None  # type: ignore[assignment]
 
-META, DATA, SCALES, FILLED = "meta.json", "data.bin", "scales.bin", "filled.bin"
-CACHE_FILES = (META, DATA, SCALES, FILLED)
+META, DATA, SCALES, FILLED, SUMS = "meta.json", "data.bin", "scales.bin", "filled.bin", "checksums.json"
+CACHE_FILES = (META, DATA, SCALES, FILLED, SUMS)
 _CHUNK = 16 << 20
+_SUM_CHUNK_BYTES = 4 << 20  # rows per checksummed chunk: about this many bytes of data + scales
 
 # fdatasync is enough: the files never change size after creation, and msync(MS_SYNC)
 # itself is vfs_fsync_range(..., datasync=1) on Linux.
@@ -55,7 +66,7 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 
 class CacheWarning(UserWarning):
     """Kept for compatibility: the cache's notices (a corrupt or mismatched cache being
-    rebuilt, waiting for another process) now go through :data:`echo`
+    rebuilt, rows re-extracted, waiting for another process) now go through :data:`echo`
     as one plain line instead of ``warnings.warn``."""
 
 
@@ -93,7 +104,8 @@ class FeatureCache:
                  path: Path | None, device: torch.device, shard: tuple[int, int], data: torch.Tensor,
                  scales: torch.Tensor, filled: torch.Tensor, filled_map: torch.Tensor | None,
                  fds: dict[str, int], meta: dict[str, Any] | None, complete: bool, commit_every: int,
-                 lock: "CacheLock | None" = None, kernels: Kernels = "auto") -> None:
+                 lock: "CacheLock | None" = None, kernels: Kernels = "auto",
+                 sums: "RowSums | None" = None) -> None:
         self.key = key
         self.num_samples = num_samples
         self.views = key.views
@@ -108,6 +120,7 @@ class FeatureCache:
         self._filled_map = filled_map  # uint8 [R] memory map (disk only): the durable flags
         self._fds = fds
         self._meta = meta
+        self._sums = sums           # disk only: per-chunk checksums of the committed rows
         self._complete = complete
         self._commit_every = commit_every
         self._pending: list[torch.Tensor] = []  # CPU int64 row ids written since the last commit
@@ -181,12 +194,17 @@ class FeatureCache:
                                    dtype=key.torch_dtype).view(rows, row_dim)
             scales = torch.from_file(str(path / SCALES), shared=True, size=rows, dtype=torch.float32)
             filled_map = torch.from_file(str(path / FILLED), shared=True, size=rows, dtype=torch.uint8)
+            sums = RowSums(path, data, scales, filled_map, fds[FILLED])
+            if not meta["complete"]:
+                # Resuming (we hold the lock exclusively): committed rows must still be what was committed.
+                sums.verify()
         except BaseException:
             _close_fds(fds)
             lock.release()
             raise
         cache = cls(storage="disk", path=path, data=data, scales=scales, filled=filled_map != 0,
-                    filled_map=filled_map, fds=fds, meta=meta, complete=bool(meta["complete"]), lock=lock, **common)
+                    filled_map=filled_map, fds=fds, meta=meta, complete=bool(meta["complete"]), lock=lock,
+                    sums=sums, **common)
         meta["last_used"] = _now()
         if cache._rows_reused:
             meta["hits"] = int(meta.get("hits", 0)) + 1
@@ -290,8 +308,8 @@ class FeatureCache:
             # address torch mapped. (The BSDs and macOS have a unified buffer cache as well.)
             _datasync(self._fds[DATA])
             _datasync(self._fds[SCALES])
-            self._filled_map[torch.cat(self._pending)] = 1
-            _datasync(self._fds[FILLED])
+            assert self._sums is not None
+            self._sums.set_flags(torch.cat(self._pending), 1)  # checksums first, then the flags
         self._pending.clear()
         self._writes_since_commit = 0
 
@@ -358,7 +376,7 @@ class FeatureCache:
             return
         self.commit()
         self._closed = True
-        self.data = self.scales = self._filled = self._filled_map = None  # type: ignore[assignment]
+        self.data = self.scales = self._filled = self._filled_map = self._sums = None  # type: ignore[assignment]
         self._fd_finalizer()
 
     def __enter__(self) -> "FeatureCache":
@@ -403,8 +421,8 @@ class FeatureCache:
         assert self._filled_map is not None
         durable = rows_cpu[self._filled_map[rows_cpu] != 0]
         if durable.numel():
-            self._filled_map[durable] = 0
-            _datasync(self._fds[FILLED])
+            assert self._sums is not None
+            self._sums.set_flags(durable, 0)
 
     def _mark_incomplete(self) -> None:
         if self.path is not None:
@@ -459,6 +477,121 @@ class CacheLock:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
             _HELD.discard(self._id)
+
+
+# ---------------------------------------------------------------------- row checksums
+class RowSums:
+    """Checksums of a disk cache's committed rows, one per chunk, kept in ``checksums.json``.
+
+    Chunk ``c`` is rows ``[c * chunk_rows, (c + 1) * chunk_rows)``. Its checksum covers the
+    chunk's filled flags and the bytes and scales of its filled rows only, so writing rows
+    that are not committed yet leaves it valid; it changes exactly when flags change, which
+    goes through :meth:`set_flags`.
+    """
+
+    def __init__(self, path: Path, data: torch.Tensor, scales: torch.Tensor, flags: torch.Tensor,
+                 flags_fd: int) -> None:
+        self.path = path
+        self._raw = data.view(torch.uint8)  # [R, row bytes]: any dtype as bytes (numpy has no bfloat16)
+        self._scales = scales
+        self._flags = flags                 # the memory-mapped filled.bin
+        self._fd = flags_fd
+        self.rows = flags.numel()
+        self.chunk_rows = max(1, _SUM_CHUNK_BYTES // (self._raw.shape[1] + 4))
+        self._sums: list[str] | None = None  # of the durable state; computed when first needed
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.rows // self.chunk_rows)
+
+    def verify(self) -> None:
+        """Check every chunk holding committed rows against ``checksums.json``. A chunk that
+        does not match (or has no checksum) loses its flags, so its rows count as missing and
+        are extracted again; one notice says how many. Needs the exclusive lock."""
+        stored = self._read()
+        sums: list[str] = []
+        bad_rows = bad_chunks = 0
+        for c in range(self.chunks):
+            start, stop = self._bounds(c)
+            now = self._sum(c)
+            filled = int((self._flags[start:stop] != 0).sum())
+            if filled and (stored is None or now not in stored[c]):
+                self._flags[start:stop] = 0
+                bad_rows, bad_chunks = bad_rows + filled, bad_chunks + 1
+                now = self._sum(c)
+            sums.append(now)
+        if bad_rows:
+            _datasync(self._fd)
+            why = (f"have no checksums ({SUMS} is missing or unreadable)" if stored is None else
+                   "do not match their checksums (changed on disk after they were written)")
+            echo(f"feature cache {self.path}: {bad_rows} committed rows in {bad_chunks} "
+                 f"chunk{'s' if bad_chunks > 1 else ''} {why}; extracting them again")
+        self._sums = sums
+        if stored != [[x] for x in sums]:
+            self._write([[x] for x in sums])
+
+    def set_flags(self, rows: torch.Tensor, value: int) -> None:
+        """Set (1) or clear (0) the durable flags of ``rows`` (CPU int64). ``checksums.json``
+        first lists each touched chunk's current and next checksum, then the flags change and
+        are synced: a crash in between leaves flags matching one of the two."""
+        sums = self._current()
+        rows = torch.unique(rows)  # sorted
+        ids, counts = torch.unique_consecutive(rows // self.chunk_rows, return_counts=True)
+        after: dict[int, str] = {}
+        for c, part in zip(ids.tolist(), torch.split(rows, counts.tolist())):
+            start, _ = self._bounds(c)
+            flags = self._flags[start:start + self.chunk_rows].clone()
+            flags[part - start] = value
+            after[c] = self._sum(c, flags)
+        self._write([[old] if after.get(c, old) == old else [old, after[c]] for c, old in enumerate(sums)])
+        self._flags[rows] = value
+        _datasync(self._fd)
+        for c, new in after.items():
+            sums[c] = new
+
+    def _current(self) -> list[str]:
+        # A cache opened complete skips verify(): its whole-cache checksum was checked instead.
+        if self._sums is None:
+            self._sums = [self._sum(c) for c in range(self.chunks)]
+        return self._sums
+
+    def _bounds(self, c: int) -> tuple[int, int]:
+        start = c * self.chunk_rows
+        return start, min(self.rows, start + self.chunk_rows)
+
+    def _sum(self, c: int, flags: torch.Tensor | None = None) -> str:
+        start, stop = self._bounds(c)
+        filled = (self._flags[start:stop] if flags is None else flags) != 0
+        h = hashlib.blake2b(digest_size=16)
+        h.update(filled.to(torch.uint8).numpy())
+        if bool(filled.all()):
+            h.update(self._raw[start:stop].numpy())  # no copy: hashes the mapped pages
+            h.update(self._scales[start:stop].numpy())
+        elif bool(filled.any()):
+            h.update(self._raw[start:stop][filled].numpy())
+            h.update(self._scales[start:stop][filled].numpy())
+        return h.hexdigest()
+
+    def _read(self) -> list[list[str]] | None:
+        """The stored checksums (adopting the file's chunk size), or None if missing or invalid."""
+        try:
+            obj = json.loads((self.path / SUMS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(obj, dict):
+            return None
+        chunk_rows, chunks = obj.get("chunk_rows"), obj.get("chunks")
+        if not (isinstance(chunk_rows, int) and chunk_rows >= 1 and isinstance(chunks, list)
+                and len(chunks) == -(-self.rows // chunk_rows)
+                and all(isinstance(e, list) and all(isinstance(x, str) for x in e) for e in chunks)):
+            return None
+        self.chunk_rows = chunk_rows
+        return chunks
+
+    def _write(self, chunks: list[list[str]]) -> None:
+        text = json.dumps({"algorithm": "blake2b-128", "chunk_rows": self.chunk_rows, "chunks": chunks},
+                          separators=(",", ":"))
+        write_text(self.path / SUMS, text + "\n")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -550,8 +683,9 @@ def remove_cache_dir(path: Path) -> None:
 def _is_cache_file(entry: Path) -> bool:
     if entry.is_symlink() or not entry.is_file():
         return False
-    # atomic.write_json leaves ".meta.json.XXXX.tmp" behind only if killed mid-write.
-    return entry.name in CACHE_FILES or (entry.name.startswith(f".{META}.") and entry.name.endswith(".tmp"))
+    # atomic writes leave ".meta.json.XXXX.tmp" (or checksums.json) behind only if killed mid-write.
+    return entry.name in CACHE_FILES or (entry.name.startswith((f".{META}.", f".{SUMS}."))
+                                         and entry.name.endswith(".tmp"))
 
 
 def _identity(key: CacheKey, num_samples: int, row_dim: int, shard: tuple[int, int]) -> dict[str, Any]:

@@ -341,6 +341,106 @@ def test_crash_and_resume(tmp_path: Path) -> None:
     cache.close()
 
 
+# Small checksum chunks for the tests below: 4 rows of 16 float32 + a float32 scale each.
+CHUNK_ROWS = 4
+small_chunks = pytest.mark.usefixtures("small_sum_chunks")
+
+
+@pytest.fixture
+def small_sum_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "_SUM_CHUNK_BYTES", CHUNK_ROWS * (C * 4 + 4), raising=False)
+
+
+def commit_rows(root: Path, rows: torch.Tensor) -> Path:
+    """A partial disk cache (closed) whose ``rows`` are committed."""
+    with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=root, commit_every=0) as cache:
+        cache.write(feats(rows), rows)
+        cache.commit()
+        return cache.path
+
+
+@small_chunks
+@pytest.mark.parametrize("where", ["data", "scale", "flag"])
+def test_corrupt_committed_rows_of_partial_cache_are_extracted_again(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                     where: str) -> None:
+    path = commit_rows(tmp_path, torch.arange(16))
+    if where == "data":
+        flip_byte(path / "data.bin", 9 * C * 4 + 5)      # inside committed row 9 (chunk 8..11)
+        lost = [8, 9, 10, 11]
+    elif where == "scale":
+        flip_byte(path / "scales.bin", 9 * 4 + 3)
+        lost = [8, 9, 10, 11]
+    else:
+        flip_byte(path / "filled.bin", 18)                # row 18 was never written but now claims to be
+        lost = []
+    capsys.readouterr()
+    cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
+    line = notice(capsys)
+    assert line == (f"warning: feature cache {path}: {len(lost) or 1} committed rows in 1 chunk do not match their "
+                    "checksums (changed on disk after they were written); extracting them again")
+    assert cache.missing().tolist() == lost + list(range(16, R))
+    with pytest.raises(CacheMissError):
+        cache.read(torch.tensor([9 if lost else 18]))
+    kept = torch.tensor([r for r in range(16) if r not in lost])
+    assert_rows_match(cache.read(kept), kept, KEY)
+    assert cache.stats["rows_reused"] == 16 - len(lost)
+    fill(cache)
+    cache.finalize()
+    cache.close()
+    with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as again:
+        assert again.is_complete and capsys.readouterr().err == ""
+        rows = torch.arange(R)
+        assert_rows_match(again.read(rows), rows, KEY)
+        assert again.stats["rows_reused"] == R
+    sums = json.loads((path / "checksums.json").read_text())
+    assert sums["chunk_rows"] == CHUNK_ROWS and len(sums["chunks"]) == R // CHUNK_ROWS
+
+
+@small_chunks
+def test_corrupt_row_is_not_checksummed_into_a_complete_cache(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Every row committed, but the run died before finalize: opening it used to mark the cache
+    # complete with a checksum of whatever the files held, so a corrupt row was trained on.
+    path = commit_rows(tmp_path, torch.arange(R))
+    flip_byte(path / "data.bin", 21 * C * 4 + 2)
+    capsys.readouterr()
+    cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
+    assert "4 committed rows in 1 chunk do not match" in notice(capsys)
+    assert not cache.is_complete and cache.missing().tolist() == [20, 21, 22, 23]
+    assert not json.loads((path / "meta.json").read_text())["complete"]
+    fill(cache)
+    cache.finalize()
+    rows = torch.arange(R)
+    assert_rows_match(cache.read(rows), rows, KEY)
+    cache.close()
+
+
+def test_partial_cache_without_checksums_is_not_trusted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = commit_rows(tmp_path, torch.arange(6))
+    (path / "checksums.json").unlink()                  # e.g. written by an older tlengine
+    capsys.readouterr()
+    with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
+        assert "6 committed rows in 1 chunk have no checksums" in notice(capsys)
+        assert cache.missing().numel() == R
+    with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
+        assert capsys.readouterr().err == "" and cache.missing().numel() == R
+
+
+@small_chunks
+def test_rewriting_rows_of_a_complete_cache_keeps_checksums_valid(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
+        fill(cache)
+        cache.finalize()
+    with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path, commit_every=0) as cache:
+        cache.write(feats(torch.tensor([5, 13]), salt=3), torch.tensor([5, 13]))   # complete -> partial
+        assert not cache.is_complete
+    capsys.readouterr()
+    with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
+        # close() committed the rewrite: every row is valid and nothing is reported corrupt
+        assert capsys.readouterr().err == "" and cache.is_complete
+        assert_rows_match(cache.read(torch.tensor([5, 13])), torch.tensor([5, 13]), KEY, salt=3)
+
+
 HOLDER = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, sys.argv[2])
