@@ -65,17 +65,57 @@ def test_clashing_plugin_is_reported_and_rolled_back():
     assert "registered twice" in err and "'good'" in err
 
 
-def test_plugin_raising_during_registration_does_not_break_others():
-    manager = PluginManager()
+def test_plugin_raising_during_registration_is_rolled_back(monkeypatch):
+    """A plugin that registers a backbone family, a dataset and a strategy and THEN raises
+    leaves none of them behind; the installed plugins (loaded first) keep all of theirs."""
+    import importlib.metadata as md
 
-    def boom(tasks):
+    def add_family(backbones):
+        backbones.add_fallback(lambda n: "half-net" if n.startswith("half/") else None, "half/<name>")
+
+    def add_strategy(strategies):
+        strategies.add("half-strategy", object, description="from the broken plugin")
+
+    def boom(pipelines):
         raise RuntimeError("kaboom")
 
-    manager.register(_plugin(tlengine_register_tasks=boom), PluginInfo("broken", "b", "0", "broken = b"))
-    manager.register(_plugin(tlengine_register_tasks=lambda tasks: tasks.add("t", 1)),
-                     PluginInfo("fine", "f", "0", "fine = f"))
-    assert manager.registries.tasks.get("t") == 1
-    assert any("kaboom" in e and "'broken'" in e for e in manager.errors)
+    half = _plugin(tlengine_register_backbones=add_family,
+                   tlengine_register_datasets=lambda datasets: datasets.add("half-dataset", object),
+                   tlengine_register_strategies=add_strategy,
+                   tlengine_register_pipelines=boom)
+
+    class HalfEP:  # as if `pip install half-dist` had advertised it
+        name, value, group = "half", "half_plugin.hooks", "tlengine"
+        dist = types.SimpleNamespace(name="half-dist", version="0.3.0")
+
+        def load(self):
+            return half
+
+    real = md.entry_points
+    monkeypatch.setattr(md, "entry_points", lambda group=None: [*real(group=group), HalfEP()])
+    manager = PluginManager()
+    manager.load_entry_points()
+
+    regs = manager.registries
+    for kind, names in {"backbones": ["half/x"], "datasets": ["half-dataset"],
+                        "strategies": ["half-strategy"]}.items():
+        for name in names:
+            assert name not in regs.all()[kind], f"{kind} {name!r} survived the rollback"
+    assert all(e.plugin != "half" for r in regs.all().values() for e in r.entries())
+    # the others' names remain, core and image_classification alike
+    assert {"feature-extraction", "fine-tune", "scratch"} <= set(regs.strategies.names())
+    assert {"synthetic-shapes", "image-folder", "csv"} <= set(regs.datasets.names())
+    assert "image-classification" in regs.tasks and "tiny-cnn" in regs.backbones
+    assert {"quickstart", "sequential-shapes"} <= set(regs.pipelines.names())
+
+    info = next(p for p in manager.plugins if p.name == "half")
+    assert info.registered == {}
+    assert manager.pm.get_plugin("half") is None  # its hooks will not run again
+    assert manager.errors == [info.error]  # only the broken plugin is reported
+    assert info.error.startswith(
+        "plugin 'half' (distribution half-dist, entry point 'half = half_plugin.hooks') failed to register")
+    assert "RuntimeError: kaboom" in info.error and "\n" not in info.error
+    assert all(p.error is None for p in manager.plugins if p.name != "half")
 
 
 def test_plugin_that_fails_to_import(monkeypatch):

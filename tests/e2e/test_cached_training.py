@@ -60,10 +60,21 @@ def test_disk_cache_is_reused_and_managed(cli, fe_pipeline, tmp_path):
 
 
 def test_kernels_command_reports_status(cli):
+    """`tlengine kernels --json` reports what this machine gives in-process (GPU or not)."""
+    import torch
+
+    from tlengine.kernels import build
+
     result = cli("kernels", "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
-    assert status["built"] is True and status["cuda_available"] is False
+    assert status["cuda_available"] is torch.cuda.is_available()
+    build.load_extension()  # the same lookup/build the command did (the JIT build is cached on disk)
+    here = json.loads(json.dumps(build.status(), default=str))
+    assert status["attempted"] is True
+    for key in ("built", "source", "cuda_compiled", "build_dir", "error", "reason", "build_info", "version"):
+        assert status[key] == here[key], (key, status[key], here[key])
+    assert status["built"] is (status["error"] is None)  # an unbuilt extension says why
 
 
 @pytest.mark.parametrize("kernels, loads", [("auto", True), ("torch", False)])
