@@ -31,7 +31,7 @@ def test_feature_extraction_freezes_backbone_and_keeps_bn_stats():
     s.apply(model, 1)
     s.train_mode(model)
     assert trainable(model) == [] and all(p.requires_grad for p in model.head.parameters())
-    assert model.backbone_frozen
+    assert model.frozen_parts == {"backbone"}
     bn = model.blocks[0][1][1]
     before = bn.running_mean.clone()
     out = model(torch.randn(4, 3, 8, 8) * 5 + 3)

@@ -122,7 +122,7 @@ def test_output_directory_not_writable(cli, tiny_config, write_pipeline, tmp_pat
     blocker = tmp_path / "a-file"
     blocker.write_text("I am a file, not a directory")
     result = cli("run", str(write_pipeline(tiny_config)), "--output", str(blocker / "run"))
-    assert_clean_failure(result, "cannot be created or is not writable")
+    assert_clean_failure(result, "cannot be created", "not a writable directory")
     assert blocker.read_text() == "I am a file, not a directory"
 
 
