@@ -78,11 +78,14 @@ class CacheSpec:
         pooled by ``pooling``; padded sequences pool under their mask); ``sequence`` — the
         token sequence [T,D] (with its length when padded); ``map`` — the map [C,H,W].
     pooling: for ``vector``: avg | max | cls; ignored otherwise (stored whole).
+    max_tokens: for ``sequence`` with padded sequences: every row holds this many tokens
+        (batches are padded or cut to it; a longer sequence is an error).
     """
 
     layout: Literal["vector", "sequence", "map"] = "vector"
     pooling: Literal["avg", "max", "cls"] = "avg"
     l2_normalize: bool = False
+    max_tokens: int | None = None
 
 
 @dataclass

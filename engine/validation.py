@@ -35,6 +35,10 @@ def resolve_pipeline_file(pipeline: str, registries: Registries) -> tuple[Path, 
     path = Path(pipeline)
     if path.is_file():
         return path, path.resolve().parent
+    if path.is_dir():
+        hint = (f"; to continue that run use `tlengine run --resume {pipeline}`"
+                if (path / "run.json").is_file() else "")
+        raise TLEngineError(f"pipeline {pipeline} is a directory, not a YAML file{hint}")
     if path.suffix in (".yaml", ".yml") or "/" in pipeline or path.exists():
         raise TLEngineError(f"pipeline file {pipeline} does not exist")
     entry = registries.pipelines.find(pipeline)

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..cache import CacheKey, FeatureCache, fingerprint_state_dict
 from ..config import CacheConfig
+from ..errors import TLEngineError
 from ..task import CacheSpec, Task, to_device
 from .progress import progress_bar
 
@@ -74,6 +75,20 @@ class _RowBatches(Dataset):
 
 def _identity_collate(batch: Any) -> Any:
     return batch
+
+
+def fit_tokens(features: torch.Tensor, lengths: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """Padded sequences [N,T,D] -> [N,max_tokens,D]: positions past each length zeroed (so a
+    row does not depend on how its batch was padded), then padded or cut to ``max_tokens``."""
+    if int(lengths.max()) > max_tokens:
+        raise TLEngineError(f"a sequence of {int(lengths.max())} tokens is longer than the cache's "
+                            f"max_tokens ({max_tokens})")
+    t = features.shape[1]
+    mask = torch.arange(t, device=features.device)[None, :] < lengths.to(features.device)[:, None]
+    features = features * mask[..., None].to(features.dtype)
+    if t >= max_tokens:
+        return features[:, :max_tokens]
+    return torch.nn.functional.pad(features, (0, 0, 0, max_tokens - t))
 
 
 def masked_for_pooling(features: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -131,7 +146,15 @@ class CachedFeatures:
             feats = feats.unsqueeze(1)
         if lengths is not None and self.spec.layout == "vector":
             feats, lengths = masked_for_pooling(feats, lengths, self.spec.pooling), None
+        if lengths is not None:  # sequence rows: a fixed number of tokens, padding zeroed
+            feats = fit_tokens(feats, lengths, self._max_tokens())
         return feats, lengths
+
+    def _max_tokens(self) -> int:
+        if not self.spec.max_tokens:
+            raise TLEngineError(f"task '{self.task.name}' caches padded sequences but its cache_spec sets no "
+                                "max_tokens (the fixed number of tokens per cache row)")
+        return self.spec.max_tokens
 
     def _probe(self, dataset: Dataset) -> tuple[tuple[int, ...], bool]:
         """Per-sample shape of the frozen part's output, and whether it has lengths."""
@@ -142,7 +165,10 @@ class CachedFeatures:
             out = self.model.forward_features(to_device(inputs, self.device))
         feats = out[0] if isinstance(out, tuple) else out
         shape = tuple(feats.shape[1:]) if feats.dim() > 2 else (1, int(feats.shape[1]))
-        return shape, isinstance(out, tuple) and self.spec.layout == "sequence"
+        has_lengths = isinstance(out, tuple) and self.spec.layout == "sequence"
+        if has_lengths:
+            shape = (self._max_tokens(), *shape[1:])
+        return shape, has_lengths
 
     def _row_dim(self, shape: tuple[int, ...]) -> int:
         if self._pooling == "none":
@@ -214,8 +240,12 @@ class CachedFeatures:
         """What ``model.forward_head`` takes for cache ``rows`` of ``split``."""
         cache = self.caches[split]
         flat = cache.read(rows.to(cache.device))
-        shape = (flat.shape[1],) if self.spec.layout == "vector" else self.sample_shape
-        feats = flat.reshape(flat.shape[0], *shape)
+        if self.spec.layout == "map":  # stored token-major ([H*W, C], see pool_quantize_scatter)
+            c, h, w = self.sample_shape
+            feats = flat.reshape(-1, h, w, c).permute(0, 3, 1, 2)  # [B,C,H,W], channels-last in memory
+        else:
+            shape = (flat.shape[1],) if self.spec.layout == "vector" else self.sample_shape
+            feats = flat.reshape(flat.shape[0], *shape)
         lengths = None
         if split in self.length_caches:
             lengths = self.length_caches[split].read(rows).reshape(-1).round().to(torch.int64)
