@@ -37,6 +37,13 @@ class WithTaskOptions(BaseModel):
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+def _block_count(value: Any) -> Any:
+    """``unfreeze``: ``"all"`` or a block count >= 0."""
+    if isinstance(value, int) and value < 0:
+        raise ValueError("must be 'all' or a block count >= 0")
+    return value
+
+
 def _file_name(value: str) -> str:
     """A name used as a path component: no separators, no '..', not empty."""
     if not _NAME_RE.match(value or "") or value in (".", ".."):
@@ -85,10 +92,8 @@ class PartPlan(Strict):
 
     @field_validator("unfreeze")
     @classmethod
-    def _positive(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 0:
-            raise ValueError("must be 'all' or a block count >= 0")
-        return v
+    def _unfreeze(cls, v: Any) -> Any:
+        return _block_count(v)
 
 
 class CacheConfig(Strict):
@@ -120,10 +125,8 @@ class StrategyConfig(Strict):
 
     @field_validator("unfreeze")
     @classmethod
-    def _positive(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 0:
-            raise ValueError("must be 'all' or a block count >= 0")
-        return v
+    def _unfreeze(cls, v: Any) -> Any:
+        return _block_count(v)
 
     @field_validator("label")
     @classmethod
