@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "plugins" / "template"
 
@@ -29,6 +30,7 @@ def test_installed_plugin_is_found_and_runs(installed_template, cli, tmp_path):
     assert template["distribution"] == "tlengine-plugin-template" and template["error"] is None
     assert "template/mlp" in template["registered"]["backbones"]
     assert "template-demo" in template["registered"]["pipelines"]
+    assert template["registered"]["strategies"] == ["template-mixup"]
 
     names = cli("pipelines")
     assert "template-demo" in names.stdout
@@ -39,4 +41,17 @@ def test_installed_plugin_is_found_and_runs(installed_template, cli, tmp_path):
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["pipeline"] == "template-demo" and summary["baseline"] is not None
     hook_output = json.loads((run / "template_plugin.json").read_text())  # written by its after_run hook
-    assert hook_output == {"pipeline": "template-demo", "arms": ["fine-tune", "scratch"]}
+    assert hook_output == {"pipeline": "template-demo", "arms": ["fine-tune", "scratch", "template-mixup"]}
+
+    # The plugin's strategy trained as a compare arm, with its own named loss ...
+    assert "template-mixup" in summary["arms"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    mixup = [r for r in records if r["arm"] == "template-mixup"]
+    assert len(mixup) == 2 and all("train_loss_mixup" in r for r in mixup)
+    assert all(r["train_loss"] == pytest.approx(r["train_loss_mixup"]) for r in mixup)
+    assert not any("train_loss_mixup" in r for r in records if r["arm"] != "template-mixup")
+    # ... and its own part saved alone; the other arms add no part, so they have no own file.
+    own = load_file(str(run / "arms/main/template-mixup/seed0/own.safetensors"))
+    assert list(own) == ["template_temperature.log_temperature"]
+    assert float(own["template_temperature.log_temperature"]) != 0.0     # it trained (starts at 0)
+    assert not (run / "arms/main/fine-tune/seed0/own.safetensors").exists()

@@ -1,4 +1,4 @@
-"""The hooks of the template plugin: one backbone, one dataset, one pipeline, one lifecycle hook.
+"""The hooks of the template plugin: a backbone, a dataset, a strategy, a pipeline, a lifecycle hook.
 
 tlengine imports this module through the entry point in ``pyproject.toml``::
 
@@ -11,10 +11,13 @@ registries by name; pipelines then refer to those names:
 
 * backbone ``template/mlp`` - a tiny conv + MLP feature extractor (float [N,3,H,W] -> [N,64]);
 * dataset ``template-stripes`` - horizontal / vertical / diagonal stripes, generated in memory;
+* strategy ``template-mixup`` - fine-tuning with mixup and a learned temperature: its own
+  arguments, a part of its own and its own training step (see :mod:`.strategies`);
 * pipeline ``template-demo`` - ``tlengine run template-demo`` trains it end to end;
 * ``tlengine_after_run`` - writes ``template_plugin.json`` into every run directory.
 
-Keep module import cheap: torch and PIL are only imported inside the functions that need them.
+Keep module import cheap: torch and PIL are only imported inside the functions that need them
+(the strategy module imports torch, so it is imported inside its registration hook).
 """
 
 from __future__ import annotations
@@ -226,9 +229,16 @@ def tlengine_register_datasets(datasets: "Registry") -> None:
 
 
 @hookimpl
+def tlengine_register_strategies(strategies: "Registry") -> None:
+    from .strategies import STRATEGY, TemplateMixup
+
+    strategies.add(STRATEGY, TemplateMixup, description="fine-tune with mixup and a learned temperature (template plugin)")
+
+
+@hookimpl
 def tlengine_register_pipelines(pipelines: "Registry") -> None:
     pipelines.add("template-demo", PIPELINES_DIR / "template-demo.yaml",
-                  description="template/mlp fine-tuned on template-stripes vs scratch (seconds on a CPU)")
+                  description="template/mlp on template-stripes: fine-tune and template-mixup vs scratch (seconds on a CPU)")
 
 
 @hookimpl
