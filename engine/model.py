@@ -172,7 +172,8 @@ class TransferModel(nn.Module):
         for part in self._parts.values():
             if part.owner == owner:
                 ids |= {id(t) for t in part.module.parameters()} | {id(t) for t in part.module.buffers()}
-        return {k: v for k, v in self.state_dict(keep_vars=True).items() if id(v) in ids}
+        live = self.state_dict(keep_vars=True)  # keep_vars: to match tensors by identity
+        return {k: v.detach() for k, v in live.items() if id(v) in ids}
 
 
 # ---------------------------------------------------------------------- optimizer groups

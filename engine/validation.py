@@ -157,7 +157,7 @@ def _check_stage(stage: StagePlan, earlier: list[str], registries: Registries, b
                 schema.model_validate(section.task_options)
             except ValidationError as exc:
                 errors += pydantic_errors(exc, prefix=f"{loc}.")
-        if not errors:
+        if stage.model.backbone in registries.backbones:
             task = task_cls(registries, stage.train)
             for field, reason in task.check_config(stage.model, stage.data, base_dir=base_dir):
                 section, _, rest = field.partition(".")

@@ -1,9 +1,10 @@
-"""Transfer strategies: which parts of a TransferModel train, and at what learning rate.
+"""Transfer strategies: what trains, at what learning rate, and how a step runs.
 
-A strategy never knows the modality. It sees the model's ``backbone`` (split into
-``blocks``, input side first) and ``head``, and decides per epoch which blocks are
-trainable, which learning rate each named parameter group gets, and which modules run
-in eval mode while training.
+A strategy never knows the modality. It sees a model of named parts (pretrained parts
+split into blocks, input side first; new parts trained whole), decides per epoch which
+blocks train and at which learning rate each named parameter group runs, and may add
+parts of its own (adapters, discriminators) and own the training step
+(:class:`StepContext`). See :mod:`tlengine.strategies.base`.
 
 Builtins (registered by the core plugin ``tlengine.builtin``):
 
@@ -15,7 +16,7 @@ Builtins (registered by the core plugin ``tlengine.builtin``):
   the baseline that shows what the pretrained weights are worth.
 """
 
-from .base import Strategy
+from .base import NoArgs, StepContext, Strategy
 from .feature_extraction import FeatureExtraction
 from .fine_tune import FineTune
 from .scratch import Scratch
@@ -26,4 +27,4 @@ BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {
     "scratch": Scratch,
 }
 
-__all__ = ["BUILTIN_STRATEGIES", "FeatureExtraction", "FineTune", "Scratch", "Strategy"]
+__all__ = ["BUILTIN_STRATEGIES", "FeatureExtraction", "FineTune", "NoArgs", "Scratch", "StepContext", "Strategy"]
