@@ -101,7 +101,12 @@ def validate(pipeline: str | None, overrides: tuple[str, ...], schema: bool) -> 
     from .validation import load_pipeline
 
     if schema:
-        click.echo(json.dumps(PipelineConfig.model_json_schema(), indent=2))
+        doc = PipelineConfig.model_json_schema()
+        # Keys a task adds to the data: and model: sections, per registered task.
+        doc["x-task-options"] = {
+            e.name: {"data": e.obj.DataOptions.model_json_schema(), "model": e.obj.ModelOptions.model_json_schema()}
+            for e in _manager(quiet=True).registries.tasks.entries()}
+        click.echo(json.dumps(doc, indent=2))
         return
     if not pipeline:
         raise TLEngineError("missing PIPELINE: give a YAML file or a name from `tlengine pipelines`")
@@ -232,7 +237,7 @@ def cache() -> None:
 
 
 @cache.command("ls")
-@click.option("--root", type=click.Path(path_type=Path), help="Cache folder (default: ~/.cache/tlengine/features).")
+@click.option("--root", type=click.Path(path_type=Path), help="Cache folder (default: $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def cache_ls(root: Path | None, as_json: bool) -> None:
@@ -257,7 +262,7 @@ def cache_ls(root: Path | None, as_json: bool) -> None:
 @cache.command("rm")
 @click.argument("digests", nargs=-1)
 @click.option("--all", "remove_all", is_flag=True, help="Remove every cache.")
-@click.option("--root", type=click.Path(path_type=Path), help="Cache folder (default: ~/.cache/tlengine/features).")
+@click.option("--root", type=click.Path(path_type=Path), help="Cache folder (default: $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features).")
 @handle_errors
 def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> None:
     """Remove caches by digest prefix (see `tlengine cache ls`), or --all."""

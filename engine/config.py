@@ -296,7 +296,7 @@ def pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, s
         loc = _loc(tuple(p for p in err["loc"]))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `tlengine validate --schema` lists every key)"
+            msg = "unknown key (check the spelling; `tlengine validate --schema` lists every key, a task's own under x-task-options)"
         elif err["type"] == "missing":
             msg = "required key is missing"
         out.append((f"{prefix}{loc}" if prefix else loc, msg))

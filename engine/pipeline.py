@@ -18,6 +18,7 @@ has a ``result.json``; an arm with a ``state.safetensors`` continues after its l
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,9 +118,15 @@ class Runner:
             extra = {name: task.build_data(dc, preprocessing=preprocessing, base_dir=data_root(dc, base_dir),
                                            seed=dc.split_seed).train for name, dc in plan.extra_data.items()}
             st = PreparedStage(plan, task, data, preprocessing, extra)
-            # Build one model now, so unknown arguments and weights that do not fit fail
-            # before the run directory exists.
-            self.build_model(st, self.strategy(plan.arms[0]), config.seed_list[0], base_dir)
+            # Build one model now, and let every arm's strategy shape a copy of it, so weights
+            # that do not fit, parts a strategy cannot add and parameters outside every
+            # optimizer group fail before the run directory exists.
+            model = self.build_model(st, self.strategy(plan.arms[0]), config.seed_list[0], base_dir)
+            for arm_cfg in plan.arms:
+                strategy = self.strategy(arm_cfg)
+                trial = copy.deepcopy(model)
+                strategy.prepare(trial, data)
+                strategy.param_groups(trial, plan.arm_train(arm_cfg).lr)
             prepared[plan.name] = st
             stages.append(st)
         return Prepared(config, stages, device, base_dir)

@@ -25,8 +25,9 @@ def model_file(run_dir: Path, *, arm: str | None = None, stage: str | None = Non
             raise RunError(f"{run_dir} has no checkpoint.safetensors; did the run complete? "
                            f"(`tlengine run --resume {run_dir}` finishes it)")
         return path
-    finished = sorted(p.parent.relative_to(run_dir / "arms").as_posix()
-                      for p in (run_dir / "arms").glob("*/*/seed*/model.safetensors"))
+    finished = sorted((p.parent.relative_to(run_dir / "arms").as_posix()
+                       for p in (run_dir / "arms").glob("*/*/seed*/model.safetensors")),
+                      key=lambda f: (f.split("/")[0], f.split("/")[1], int(f.split("/")[2][4:] or 0)))
     matches = [f for f in finished
                if (stage is None or f.split("/")[0] == stage) and (arm is None or f.split("/")[1] == arm)
                and (seed is None or f.split("/")[2] == f"seed{seed}")]

@@ -189,10 +189,13 @@ def _check_arm(arm: StrategyConfig, loc: str, stage: StagePlan, task_cls: Any, r
             errors.append((f"{loc}.name", f"strategy '{arm.name}' needs the extra dataset '{name}': add "
                            f"{stage.where('extra_data')}.{name} to the stage"))
     known_parts = getattr(task_cls, "pretrained_parts", ()) if task_cls is not None else ()
-    for part in arm.parts:
+    for part, plan in arm.parts.items():
         if task_cls is not None and part not in known_parts:
             errors.append((f"{loc}.parts.{part}", f"task '{stage.task}' has no pretrained part '{part}' "
                            f"(its pretrained parts: {', '.join(known_parts) or 'none'})"))
+        if getattr(strategy_cls, "frozen_backbone", False) and plan.unfreeze not in (None, 0):
+            errors.append((f"{loc}.parts.{part}.unfreeze", f"strategy '{arm.name}' keeps every pretrained part "
+                           "frozen (that is what lets it train from the feature cache); use fine-tune to train blocks"))
     if arm.cache.storage == "disk" and arm.cache.enabled and getattr(strategy_cls, "frozen_backbone", False):
         from .cache import check_cache_root
 

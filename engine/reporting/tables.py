@@ -8,10 +8,11 @@ Input is the content of a run's ``metrics.json``::
                             "seconds": 41.2, "epochs": 5}, ...},
      "primary_metric": "accuracy"}
 
-"Gain vs baseline" is ``arm - baseline`` on the primary metric. For rate metrics
-(fractions in [0, 1] such as accuracy or F1) it is in percentage points (0.935 vs 0.70 ->
-+23.5); for other metrics it is the raw difference, and its sign is not flipped for
-lower-is-better metrics.
+"Gain vs baseline" is the improvement over the baseline on the primary metric: ``arm -
+baseline``, or ``baseline - arm`` when ``metric_directions`` says lower is better, so a
+positive gain is always better. For rate metrics (fractions in [0, 1] such as accuracy or
+F1) it is in percentage points (0.935 vs 0.70 -> +23.5); otherwise the raw difference.
+With several seeds each metric shows ``mean ± std``.
 """
 
 from __future__ import annotations

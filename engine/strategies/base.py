@@ -119,10 +119,10 @@ class Strategy:
 
     def part_trainable_blocks(self, part: str, num_blocks: int, epoch: int) -> int:
         plan = self.part_plan(part)
-        if plan is None or plan.unfreeze is None:
+        if plan is None or (plan.unfreeze is None and plan.gradual_unfreezing is None):
             return self.trainable_blocks(num_blocks, epoch)
-        return blocks_to_train(plan.unfreeze, plan.gradual_unfreezing or self.config.gradual_unfreezing,
-                               num_blocks, epoch)
+        unfreeze = plan.unfreeze if plan.unfreeze is not None else self.config.unfreeze
+        return blocks_to_train(unfreeze, plan.gradual_unfreezing or self.config.gradual_unfreezing, num_blocks, epoch)
 
     def part_lr_mult(self, part: str) -> float:
         plan = self.part_plan(part)

@@ -1,9 +1,9 @@
-"""Feature extraction: the pretrained backbone is a fixed function; only the head trains.
+"""Feature extraction: the pretrained parts are a fixed function; only new parts train.
 
-The backbone runs in eval mode under ``torch.no_grad()`` (``TransferModel.backbone_frozen``).
-Because its output never changes, it only needs to be computed once per sample (and
-augmented view): that is where the feature cache plugs in (``frozen_backbone = True``
-tells the training loop it may serve features from a cache instead of the backbone).
+Every pretrained part runs in eval mode without autograd (``TransferModel.frozen_parts``).
+Because the frozen part's output never changes, it only needs to be computed once per
+sample (and augmented view): that is where the feature cache plugs in (``frozen_backbone
+= True`` tells the training loop it may serve ``forward_features`` from a cache).
 """
 
 from __future__ import annotations
