@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tlengine.config import apply_overrides, read_yaml, validate_data
@@ -90,5 +92,16 @@ def test_data_path_cannot_escape_root(tiny_config, write_pipeline, tmp_path):
 
 
 def test_shipped_pipelines_validate():
-    for name in registries().pipelines.names():
-        load_pipeline(name, [], registries())
+    names = registries().pipelines.names()
+    assert {"quickstart", "sequential-shapes"} <= set(names)
+    for name in names:
+        entry = registries().pipelines.find(name)
+        loaded = load_pipeline(name, [], registries())
+        assert loaded.config.name, name
+        assert Path(loaded.source) == Path(entry.obj) and Path(loaded.source).suffix == ".yaml", name
+        # The file it came from is the pipeline's own: the same name inside.
+        assert read_yaml(Path(loaded.source))["name"] == loaded.config.name, name
+    for name in ("quickstart", "sequential-shapes"):
+        loaded = load_pipeline(name, [], registries())
+        assert loaded.config.name == name and Path(loaded.source).name == f"{name}.yaml"
+        assert Path(loaded.source).is_file()

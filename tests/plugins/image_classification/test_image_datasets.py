@@ -344,8 +344,30 @@ def test_verify_images_catches_truncated_png(tmp_path):
         verify_images(samples)
 
 
-def test_verify_images_skips_in_memory_images():
-    verify_images(ImageSamples(items=[(Image.new("RGB", (4, 4)), 0)], classes=["x"], source="test"))
+def test_verify_images_skips_in_memory_images(tmp_path, monkeypatch):
+    opened: list[str] = []
+    real_open = Image.open
+
+    def spy_open(fp, *args, **kwargs):
+        opened.append(str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", spy_open)
+    memory = [Image.new("RGB", (4, 4), (9, 8, 7)), Image.new("L", (3, 5), 42)]
+    verify_images(ImageSamples(items=[(im, 0) for im in memory], classes=["x"], source="test"))
+    assert opened == []  # nothing to read: no file was opened...
+    assert memory[0].getpixel((1, 1)) == (9, 8, 7) and memory[1].getpixel((2, 4)) == 42  # ...nor verify()'d
+    # Mixed with files, only the files are checked, and `limit` counts files only: the two
+    # in-memory images do not use up a limit of 1, which reaches the good file.
+    good = write_png(tmp_path / "good.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    mixed = ImageSamples(items=[(memory[0], 0), (memory[1], 0), (good, 0), (broken, 0)], classes=["x"], source="t")
+    verify_images(mixed, limit=1)
+    assert set(opened) == {str(good)}
+    with pytest.raises(DataError, match=r"broken.png is not a readable image"):
+        verify_images(mixed)
+    assert set(opened) == {str(good), str(broken)}
 
 
 def test_resolve_under_refuses_escape(tmp_path):
