@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from tlengine.pipeline import Runner
+from tlengine.plugins import get_plugin_manager
+from tlengine.validation import LoadedPipeline, validate
+from tlengine_plugins.image_classification.backbones.tiny_cnn import TinyCNN
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +33,28 @@ def fe_pipeline(tiny_config, write_pipeline):
     return write_pipeline(tiny_config)
 
 
-def test_cached_run_reports_cache_and_matches_the_naive_loop_shape(cli, fe_pipeline, tmp_path):
-    _, cached = summary_of(cli("run", str(fe_pipeline), "--output", str(tmp_path / "cached")))
+def test_cached_run_reports_cache_and_matches_the_naive_loop(cli, fe_pipeline, tmp_path):
+    """With ``augment: none`` and one view, the cache holds exactly what the naive loop's
+    backbone computes every epoch, so both train the same head: the same metrics (up to
+    float rounding of the pooled features, ~1e-7)."""
+    run, cached = summary_of(cli("run", str(fe_pipeline), "data.augment=none", "--output", str(tmp_path / "cached")))
     stats = cached["cache"]["feature-extraction"]
-    assert stats["splits"]["train"]["rows_extracted"] == stats["splits"]["train"]["rows"] > 0
-    assert stats["splits"]["train"]["hits"] >= 3 * stats["splits"]["train"]["rows"]  # every epoch read every row
+    train = stats["splits"]["train"]
+    assert train["rows_extracted"] == train["rows"] == 15 and train["views"] == 1
+    assert train["hits"] == 3 * train["rows"]  # every epoch read every row once
     assert stats["extraction_seconds"] > 0 and "head_training_seconds" in stats
-    _, naive = summary_of(cli("run", str(fe_pipeline), "strategy.cache.enabled=false",
-                              "--output", str(tmp_path / "naive")))
+    naive_run, naive = summary_of(cli("run", str(fe_pipeline), "data.augment=none", "strategy.cache.enabled=false",
+                                      "--output", str(tmp_path / "naive")))
     assert naive["cache"] is None
-    assert set(naive["metrics"]) == set(cached["metrics"])
+    assert set(naive["metrics"]) == set(cached["metrics"]) == {"accuracy", "macro_f1", "loss"}
+    assert naive["metrics"]["accuracy"] == cached["metrics"]["accuracy"]
+    assert naive["metrics"]["macro_f1"] == cached["metrics"]["macro_f1"]
+    assert naive["metrics"] == pytest.approx(cached["metrics"], abs=1e-6)
+    lines = [[json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, naive_run)]
+    assert len(lines[0]) == len(lines[1]) == 3
+    for c, n in zip(*lines):  # the same head, epoch by epoch
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert c[key] == pytest.approx(n[key], abs=1e-6), (c["epoch"], key)
 
 
 def test_disk_cache_is_reused_and_managed(cli, fe_pipeline, tmp_path):
@@ -98,3 +119,94 @@ def test_fused_kernels_load_before_the_first_arm(monkeypatch, fe_pipeline, tmp_p
         assert "kernels" in events[:first_arm], events[:first_arm + 1]
     else:
         assert "kernels" not in events, events
+
+
+# ----------------------------------------------------------------------------- in-process runs
+def run_in_process(config: dict, base_dir: Path, out: Path) -> dict:
+    manager = get_plugin_manager()
+    loaded = LoadedPipeline(validate(config, manager.registries, base_dir), base_dir, "test")
+    Runner(manager, echo=lambda s: None).run(loaded, output=out)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def split_counts(summary: dict) -> dict[str, tuple[int, int, int]]:
+    """split -> (rows, rows_extracted, rows_reused) of the feature-extraction arm."""
+    splits = summary["cache"]["feature-extraction"]["splits"]
+    return {name: (s["rows"], s["rows_extracted"], s["rows_reused"]) for name, s in splits.items()}
+
+
+def fe_disk_config(tiny_config: dict, root: Path, **cache) -> dict:
+    tiny_config["strategy"] = {"name": "feature-extraction", "lr": 0.01,
+                               "cache": {"storage": "disk", "root": str(root), "kernels": "torch", **cache}}
+    tiny_config["baseline"] = None
+    tiny_config["data"]["augment"] = "none"
+    return tiny_config
+
+
+def save_tiny_cnn_weights(path: Path, seed: int) -> None:
+    torch.manual_seed(seed)
+    save_file({k: v.contiguous() for k, v in TinyCNN().state_dict().items()}, str(path))
+
+
+def test_disk_cache_extracts_again_when_an_image_file_or_the_weights_change(tiny_config, tmp_path):
+    for c, colour in (("a", (200, 40, 40)), ("b", (40, 200, 40)), ("c", (40, 40, 200))):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (32, 32), tuple(min(255, v + 5 * i) for v in colour)).save(tmp_path / "imgs" / c / f"{i}.png")
+    config = fe_disk_config(tiny_config, tmp_path / "caches")
+    config["data"] = {"dataset": "image-folder", "args": {"path": "imgs"}, "val_fraction": 0.2,
+                      "test_fraction": 0.3, "augment": "none"}
+    runs = iter(range(100))
+
+    def run(**model) -> dict[str, tuple[int, int, int]]:
+        config["model"].update(model)
+        return split_counts(run_in_process(config, tmp_path, tmp_path / f"run{next(runs)}"))
+
+    first = run()
+    assert first == {s: (n, n, 0) for s, (n, _, _) in first.items()} and set(first) == {"train", "val", "test"}
+    assert run() == {s: (n, 0, n) for s, (n, _, _) in first.items()}  # nothing changed: every row reused
+
+    # One file changes (new pixels, new size and mtime): its split is a new cache, the others are reused.
+    changed = tmp_path / "imgs" / "b" / "3.png"
+    Image.new("RGB", (32, 32), (0, 0, 0)).save(changed)
+    after_edit = run()
+    redone = [s for s, (n, e, r) in after_edit.items() if (e, r) == (n, 0)]
+    reused = [s for s, (n, e, r) in after_edit.items() if (e, r) == (0, n)]
+    assert len(redone) == 1 and len(reused) == 2, after_edit
+    manager = get_plugin_manager()
+    prepared = Runner(manager, echo=lambda s: None).prepare(
+        LoadedPipeline(validate(config, manager.registries, tmp_path), tmp_path, "test"), check_output=False)
+    data = prepared.stages[0].data
+    subset = getattr(data, redone[0])
+    assert changed.resolve() in {Path(subset.dataset.items[i][0]).resolve() for i in subset.indices}
+
+    # The weights change: a new file, then the same file name with other tensors.
+    weights = tmp_path / "w.safetensors"
+    save_tiny_cnn_weights(weights, seed=1)
+    assert run(weights="w.safetensors") == {s: (n, n, 0) for s, (n, _, _) in first.items()}
+    assert run(weights="w.safetensors") == {s: (n, 0, n) for s, (n, _, _) in first.items()}
+    save_tiny_cnn_weights(weights, seed=2)
+    assert run(weights="w.safetensors") == {s: (n, n, 0) for s, (n, _, _) in first.items()}
+
+
+def test_cached_views_draw_one_augmented_view_per_sample_and_epoch(tiny_config, tmp_path):
+    views, epochs = 3, 3
+    config = fe_disk_config(tiny_config, tmp_path / "caches", views=views)
+    config["train"]["epochs"] = epochs
+    summary = run_in_process(config, tmp_path, tmp_path / "run")
+    splits = summary["cache"]["feature-extraction"]["splits"]
+    n_train = 15
+    train = splits["train"]
+    assert train["views"] == views and train["rows"] == views * n_train == train["rows_extracted"]
+    assert train["hits"] == epochs * n_train  # each epoch reads one view of every sample
+    assert splits["val"]["views"] == splits["test"]["views"] == 1 and splits["test"]["rows"] == 9
+    assert summary["arms"]["feature-extraction"]["epochs"] == epochs
+    assert set(summary["metrics"]) == {"accuracy", "macro_f1", "loss"}
+    # The stored views are different pictures of the sample: view 0 the eval transform,
+    # views 1.. random crops / mirrors, so some rows differ from their sample's view 0.
+    meta = json.loads((Path(train["path"]) / "meta.json").read_text())
+    rows = np.fromfile(Path(train["path"]) / "data.bin", dtype=np.float32).reshape(meta["rows"], meta["row_dim"])
+    per_sample = rows.reshape(n_train, views, -1)
+    assert np.isfinite(rows).all() and np.abs(rows).sum() > 0
+    differs = [not np.allclose(per_sample[i, v], per_sample[i, 0]) for i in range(n_train) for v in range(1, views)]
+    assert sum(differs) >= len(differs) // 4, f"{sum(differs)} of {len(differs)} augmented views differ from view 0"
