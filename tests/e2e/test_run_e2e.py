@@ -180,8 +180,6 @@ def test_predict_prints_top_k(cli, predict_run):
     assert "bad.png" in one_line_error(cli("predict", str(run), str(bad)))
 
 
-@pytest.mark.xfail(strict=True, reason="engine/cli.py: --top-k is click.IntRange(min=1), so click's own usage "
-                   "error (Usage / Try / Error: three lines) is printed instead of one 'error: ...' line")
 @pytest.mark.parametrize("k", ["0", "-5"])
 def test_predict_top_k_below_one_is_a_one_line_error(cli, predict_run, k):
     run, images = predict_run
