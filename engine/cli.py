@@ -167,8 +167,8 @@ def pipelines(as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--text", "texts", multiple=True, help="A string to predict on (repeatable), for tasks that take text.")
-@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
-              help="How many labels to show per input (classification tasks).")
+@click.option("--top-k", default=3, show_default=True, type=int,
+              help="How many labels to show per input (classification tasks); at least 1.")
 @click.option("--arm", default=None, help="Use this arm's model instead of the run's primary one.")
 @click.option("--stage", default=None, help="With --arm: the stage (default: the last).")
 @click.option("--seed", default=None, type=int, help="With --arm: the seed (default: the first).")
@@ -180,6 +180,8 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], texts: tuple[str, ...], top
     from .predict import load_run_model
     from .task import PredictInput
 
+    if top_k < 1:
+        raise TLEngineError(f"--top-k must be at least 1, got {top_k}")
     if not inputs and not texts:
         raise TLEngineError("give at least one INPUT file or --text string to predict on")
     for path in inputs:

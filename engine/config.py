@@ -299,6 +299,8 @@ def pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, s
             msg = "unknown key (check the spelling; `tlengine validate --schema` lists every key, a task's own under x-task-options)"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")  # our own validators' sentences, as written
         out.append((f"{prefix}{loc}" if prefix else loc, msg))
     return out
 

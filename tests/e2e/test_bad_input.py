@@ -203,8 +203,6 @@ def test_through_a_real_process(setup, tmp_path, tiny_config):
     assert json.loads((run / "status.json").read_text())["state"] == "failed"
 
 
-@pytest.mark.xfail(strict=True, reason="engine/config.py pydantic_errors passes err['msg'] through unchanged, so "
-                   "messages of the config's own validators start with pydantic's 'Value error, ' prefix")
 @pytest.mark.parametrize("override", ["name=../x", "strategy.unfreeze=-1", "strategy.label=a/b"])
 def test_validator_messages_are_plain_sentences(setup, override):
     pipeline, _ = setup()
