@@ -31,8 +31,9 @@ CSRC = os.path.join(HERE, "csrc")
 
 def _kernels_build():
     """engine/kernels/build.py, imported by path (tlengine itself is not installed yet)."""
-    spec = importlib.util.spec_from_file_location("_tlengine_kernels_build",
-                                                  os.path.join(HERE, "engine", "kernels", "build.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_tlengine_kernels_build", os.path.join(HERE, "engine", "kernels", "build.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -46,9 +47,16 @@ class BuildPyWithSources(build_py):
         if getattr(self, "editable_mode", False) or not os.path.isdir(CSRC):
             return
         target = os.path.join(self.build_lib, "tlengine", "kernels", "csrc")
-        shutil.copytree(CSRC, target, dirs_exist_ok=True,
-                        ignore=lambda d, names: [n for n in names if not os.path.isdir(os.path.join(d, n))
-                                                 and not n.endswith((".h", ".cuh", ".hpp", ".cpp", ".cu"))])
+        shutil.copytree(
+            CSRC,
+            target,
+            dirs_exist_ok=True,
+            ignore=lambda d, names: [
+                n
+                for n in names
+                if not os.path.isdir(os.path.join(d, n)) and not n.endswith((".h", ".cuh", ".hpp", ".cpp", ".cu"))
+            ],
+        )
 
 
 def _extensions():
@@ -66,8 +74,13 @@ def _extensions():
         arch_list = kb.cuda_arch_list()
         if arch_list is not None:
             os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
-        ext = CUDAExtension("tlengine._C", sources, define_macros=[("TLENGINE_WITH_CUDA", None)],
-                            extra_compile_args={"cxx": cflags, "nvcc": kb.nvcc_flags()}, **common)
+        ext = CUDAExtension(
+            "tlengine._C",
+            sources,
+            define_macros=[("TLENGINE_WITH_CUDA", None)],
+            extra_compile_args={"cxx": cflags, "nvcc": kb.nvcc_flags()},
+            **common,
+        )
     else:
         ext = CppExtension("tlengine._C", sources, extra_compile_args={"cxx": cflags}, **common)
     return [ext], {"build_ext": BuildExtension}

@@ -39,19 +39,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils import benchmark as tbench
-
 from tlengine.kernels import reference as ref
+from torch.utils import benchmark as tbench
 
 from benchmarks.machine import OtherLoad
 
-LLC_FACTOR = 3          # every timed call (or rotation of calls) touches >= 3x the last-level cache
-CACHE_ROWS = 50_000     # rows of the feature cache for pooled (one-vector-per-sample) rows
+LLC_FACTOR = 3  # every timed call (or rotation of calls) touches >= 3x the last-level cache
+CACHE_ROWS = 50_000  # rows of the feature cache for pooled (one-vector-per-sample) rows
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
-                torch.int8: "int8", torch.uint8: "uint8"}
+_DTYPE_NAMES = {
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.int8: "int8",
+    torch.uint8: "uint8",
+}
 
 
 # ---------------------------------------------------------------------- machine facts
@@ -114,8 +118,12 @@ def fused_front(device: torch.device) -> tuple[Any | None, str | None, Any, froz
     needed = ("normalize_images", "pool_quantize_scatter", "gather_dequantize", "extension_available")
     missing = [n for n in needed if not hasattr(front, n)]
     if missing:
-        return (None, f"tlengine.kernels has no {', '.join(missing)} (the fused front is not installed)", None,
-                frozenset())
+        return (
+            None,
+            f"tlengine.kernels has no {', '.join(missing)} (the fused front is not installed)",
+            None,
+            frozenset(),
+        )
     try:
         available = bool(front.extension_available())
     except Exception as exc:
@@ -128,8 +136,12 @@ def fused_front(device: torch.device) -> tuple[Any | None, str | None, Any, froz
             status = f"status() failed: {type(exc).__name__}: {exc}"
     if not available:
         why = status.get("error") if isinstance(status, dict) else None
-        return (None, "the tlengine._C extension is not available" + (f" ({why})" if why else "")
-                + "; fused column left empty", status, frozenset())
+        return (
+            None,
+            "the tlengine._C extension is not available" + (f" ({why})" if why else "") + "; fused column left empty",
+            status,
+            frozenset(),
+        )
     ops = set(needed[:3])
     if isinstance(status, dict) and isinstance(status.get("kernels"), dict):
         ops = {op for op, devices in status["kernels"].items() if device.type in devices}
@@ -156,16 +168,17 @@ class Case:
     op: str
     shape: str
     dtype: str
-    call: Callable[[Callable[..., Any]], Callable[[], Any]]     # fn -> zero-arg closure (rotating inputs)
-    check: Callable[[Callable[..., Any]], float]                # fn -> max |fn - reference| on one call
+    call: Callable[[Callable[..., Any]], Callable[[], Any]]  # fn -> zero-arg closure (rotating inputs)
+    check: Callable[[Callable[..., Any]], float]  # fn -> max |fn - reference| on one call
     bytes_read: int
     bytes_written: int
     info: dict[str, Any] = field(default_factory=dict)
     note: str = ""
 
 
-def _rotating_row_sets(num_rows: int, batch: int, row_bytes: int, llc: int, device: torch.device,
-                       gen: torch.Generator, quick: bool) -> list[torch.Tensor]:
+def _rotating_row_sets(
+    num_rows: int, batch: int, row_bytes: int, llc: int, device: torch.device, gen: torch.Generator, quick: bool
+) -> list[torch.Tensor]:
     """Distinct-row index sets whose union touches >= LLC_FACTOR x LLC (1 set when quick)."""
     sets = 1 if quick else max(1, math.ceil(LLC_FACTOR * llc / max(1, batch * row_bytes)))
     sets = min(sets, 512)
@@ -180,11 +193,13 @@ def _rows_to_llc(per_sample_bytes: int, base: int, llc: int, quick: bool, multip
     return int(math.ceil(n / multiple) * multiple)
 
 
-def normalize_case(n: int, h: int, w: int, out: int, dtype: torch.dtype, device: torch.device,
-                   gen: torch.Generator) -> Case:
+def normalize_case(
+    n: int, h: int, w: int, out: int, dtype: torch.dtype, device: torch.device, gen: torch.Generator
+) -> Case:
     images = torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8, generator=gen).to(device)
-    offsets = torch.stack([torch.randint(0, h - out + 1, (n,), generator=gen),
-                           torch.randint(0, w - out + 1, (n,), generator=gen)], 1).to(device)
+    offsets = torch.stack(
+        [torch.randint(0, h - out + 1, (n,), generator=gen), torch.randint(0, w - out + 1, (n,), generator=gen)], 1
+    ).to(device)
     mirror = (torch.rand(n, generator=gen) < 0.5).to(device)
     args = (images, offsets, mirror, out, out, IMAGENET_MEAN, IMAGENET_STD, dtype)
     expected = ref.normalize_images(*args)
@@ -198,13 +213,31 @@ def normalize_case(n: int, h: int, w: int, out: int, dtype: torch.dtype, device:
     elem = torch.empty((), dtype=dtype).element_size()
     read = n * out * out * 3 + offsets.numel() * 8 + n  # the crop windows, offsets, mirror flags
     written = n * 3 * out * out * elem
-    return Case("normalize_images", f"[{n},{h},{w},3]->{out}x{out}", dtype_name(dtype), call, check, read, written,
-                info={"out_dtype": dtype_name(dtype)})
+    return Case(
+        "normalize_images",
+        f"[{n},{h},{w},3]->{out}x{out}",
+        dtype_name(dtype),
+        call,
+        check,
+        read,
+        written,
+        info={"out_dtype": dtype_name(dtype)},
+    )
 
 
-def pool_case(name: str, shape: tuple[int, ...], pooling: str, cache_dtype: torch.dtype, device: torch.device,
-              gen: torch.Generator, llc: int, quick: bool, *, l2: bool = False,
-              feature_dtype: torch.dtype = torch.float32) -> Case:
+def pool_case(
+    name: str,
+    shape: tuple[int, ...],
+    pooling: str,
+    cache_dtype: torch.dtype,
+    device: torch.device,
+    gen: torch.Generator,
+    llc: int,
+    quick: bool,
+    *,
+    l2: bool = False,
+    feature_dtype: torch.dtype = torch.float32,
+) -> Case:
     n = shape[0]
     features = torch.randn(shape, generator=gen).to(device=device, dtype=feature_dtype)
     conv = len(shape) == 4
@@ -249,17 +282,40 @@ def pool_case(name: str, shape: tuple[int, ...], pooling: str, cache_dtype: torc
     written = n * row_bytes + n * 4  # cache rows + scales
     pool_desc = pooling + ("+l2" if l2 else "")
     dims = ",".join(str(s) for s in shape)
-    return Case("pool_quantize_scatter", f"{name} [{dims}] {pool_desc}", dtype_name(cache_dtype), call, check,
-                read, written,
-                info={"model": name, "pooling": pooling, "l2_normalize": l2, "features_dtype": dtype_name(feature_dtype),
-                      "row_values": d_row, "vectors_per_row": vectors_per_sample, "cache_rows": num_rows,
-                      "row_sets": len(row_sets)},
-                note="eager/compile time the reference as called, incl. its checks (host sync on rows) "
-                     "and last-duplicate-wins sort")
+    return Case(
+        "pool_quantize_scatter",
+        f"{name} [{dims}] {pool_desc}",
+        dtype_name(cache_dtype),
+        call,
+        check,
+        read,
+        written,
+        info={
+            "model": name,
+            "pooling": pooling,
+            "l2_normalize": l2,
+            "features_dtype": dtype_name(feature_dtype),
+            "row_values": d_row,
+            "vectors_per_row": vectors_per_sample,
+            "cache_rows": num_rows,
+            "row_sets": len(row_sets),
+        },
+        note="eager/compile time the reference as called, incl. its checks (host sync on rows) "
+        "and last-duplicate-wins sort",
+    )
 
 
-def gather_case(num_rows: int, d_row: int, batch: int, cache_dtype: torch.dtype, out_dtype: torch.dtype,
-                device: torch.device, gen: torch.Generator, llc: int, quick: bool) -> Case:
+def gather_case(
+    num_rows: int,
+    d_row: int,
+    batch: int,
+    cache_dtype: torch.dtype,
+    out_dtype: torch.dtype,
+    device: torch.device,
+    gen: torch.Generator,
+    llc: int,
+    quick: bool,
+) -> Case:
     if cache_dtype == torch.int8:
         cache = torch.randint(-127, 128, (num_rows, d_row), dtype=torch.int8, generator=gen).to(device)
         scales = (torch.rand(num_rows, generator=gen) * 0.05 + 1e-3).to(device)
@@ -281,9 +337,16 @@ def gather_case(num_rows: int, d_row: int, batch: int, cache_dtype: torch.dtype,
     out_elem = torch.empty((), dtype=out_dtype).element_size()
     read = batch * row_bytes + batch * 8 + (batch * 4 if cache_dtype == torch.int8 else 0)
     written = batch * d_row * out_elem
-    return Case("gather_dequantize", f"[{num_rows},{d_row}][{batch} rows]->{dtype_name(out_dtype)}",
-                dtype_name(cache_dtype), call, check, read, written,
-                info={"out_dtype": dtype_name(out_dtype), "cache_rows": num_rows, "row_sets": len(row_sets)})
+    return Case(
+        "gather_dequantize",
+        f"[{num_rows},{d_row}][{batch} rows]->{dtype_name(out_dtype)}",
+        dtype_name(cache_dtype),
+        call,
+        check,
+        read,
+        written,
+        info={"out_dtype": dtype_name(out_dtype), "cache_rows": num_rows, "row_sets": len(row_sets)},
+    )
 
 
 def build_cases(device: torch.device, quick: bool, llc: int) -> list[Callable[[], Case]]:
@@ -351,12 +414,22 @@ class Timing:
 
     def fields(self, prefix: str) -> dict[str, Any]:
         """Extra row fields; the min is kept because on a shared machine it is the least disturbed run."""
-        return {f"{prefix}_min_ms": round(self.min_ms, 4), f"{prefix}_iqr_ms": round(self.iqr_ms, 4),
-                f"{prefix}_samples": self.samples}
+        return {
+            f"{prefix}_min_ms": round(self.min_ms, 4),
+            f"{prefix}_iqr_ms": round(self.iqr_ms, 4),
+            f"{prefix}_samples": self.samples,
+        }
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], *, label: str, threads: int, min_run_time: float,
-                     rounds: int = 5, warmup: int = 2) -> dict[str, Timing]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    label: str,
+    threads: int,
+    min_run_time: float,
+    rounds: int = 5,
+    warmup: int = 2,
+) -> dict[str, Timing]:
     """Median (and min, IQR) per variant with torch.utils.benchmark, the variants timed in
     alternation (``rounds`` rounds of ``min_run_time / rounds`` each), so that a disturbance
     (another process, frequency changes) hits all of them alike instead of one whole column.
@@ -365,8 +438,7 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], *, label: str, threads: 
     for name, fn in fns.items():
         for _ in range(warmup):
             fn()
-        timers[name] = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label,
-                                    description=name)
+        timers[name] = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label, description=name)
     collected: dict[str, list[Any]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, timer in timers.items():
@@ -385,7 +457,7 @@ def copy_closure(moved: int, device: torch.device, llc: int, quick: bool) -> Cal
     chunks = 1 if quick else min(512, max(1, math.ceil(LLC_FACTOR * llc / half)))
     src = torch.empty(chunks * half, dtype=torch.uint8, device=device).fill_(1)
     dst = torch.empty(half, dtype=torch.uint8, device=device).fill_(0)
-    it = itertools.cycle([src[i * half:(i + 1) * half] for i in range(chunks)])
+    it = itertools.cycle([src[i * half : (i + 1) * half] for i in range(chunks)])
     return lambda: dst.copy_(next(it))
 
 
@@ -397,9 +469,19 @@ def _gbps(moved: int, ms: float | None) -> float | None:
     return round(moved / (ms * 1e-3) / 1e9, 3) if ms else None
 
 
-def run_case(case: Case, *, front: Any, front_note: str | None, threads: int, min_run_time: float,
-             device: torch.device, llc: int, quick: bool, peak: float | None,
-             compile_enabled: bool = True) -> dict[str, Any]:
+def run_case(
+    case: Case,
+    *,
+    front: Any,
+    front_note: str | None,
+    threads: int,
+    min_run_time: float,
+    device: torch.device,
+    llc: int,
+    quick: bool,
+    peak: float | None,
+    compile_enabled: bool = True,
+) -> dict[str, Any]:
     ref_fn = getattr(ref, case.op)
     label = f"{case.op} {case.shape} {case.dtype}"
     row: dict[str, Any] = {"kind": "kernel", "op": case.op, "shape": case.shape, "dtype": case.dtype, **case.info}
@@ -419,6 +501,7 @@ def run_case(case: Case, *, front: Any, front_note: str | None, threads: int, mi
 
     if compile_enabled:
         from torch._dynamo.utils import counters
+
         torch._dynamo.reset()  # a fresh cache per row: dynamic=False recompiles per shape, never hit the limit
         breaks_before = sum(counters["graph_break"].values())
         try:
@@ -442,8 +525,9 @@ def run_case(case: Case, *, front: Any, front_note: str | None, threads: int, mi
 
     try:
         with _quiet_compile():  # late recompiles (guards) stay quiet too
-            timings = time_interleaved(fns, label=label, threads=threads, min_run_time=min_run_time,
-                                       rounds=3 if quick else 5)
+            timings = time_interleaved(
+                fns, label=label, threads=threads, min_run_time=min_run_time, rounds=3 if quick else 5
+            )
     finally:
         fns.clear()
         if compile_enabled:
@@ -456,13 +540,19 @@ def run_case(case: Case, *, front: Any, front_note: str | None, threads: int, mi
     copy_gbps = moved / (ms["copy"] * 1e-3) / 1e9
     gbps = _gbps(moved, fused_ms)
     row.update(
-        fused_ms=round(fused_ms, 4) if fused_ms else None, eager_ms=round(eager_ms, 4),
+        fused_ms=round(fused_ms, 4) if fused_ms else None,
+        eager_ms=round(eager_ms, 4),
         compile_ms=round(compile_ms, 4) if compile_ms else None,
-        bytes_read=case.bytes_read, bytes_written=case.bytes_written,
-        speedup_vs_eager=_ratio(eager_ms, fused_ms), speedup_vs_compile=_ratio(compile_ms, fused_ms),
+        bytes_read=case.bytes_read,
+        bytes_written=case.bytes_written,
+        speedup_vs_eager=_ratio(eager_ms, fused_ms),
+        speedup_vs_compile=_ratio(compile_ms, fused_ms),
         compile_speedup_vs_eager=_ratio(eager_ms, compile_ms),
-        gbps=gbps, eager_gbps=_gbps(moved, eager_ms), compile_gbps=_gbps(moved, compile_ms),
-        copy_gbps=round(copy_gbps, 3), pct_of_copy=round(100 * gbps / copy_gbps, 1) if gbps else None,
+        gbps=gbps,
+        eager_gbps=_gbps(moved, eager_ms),
+        compile_gbps=_gbps(moved, compile_ms),
+        copy_gbps=round(copy_gbps, 3),
+        pct_of_copy=round(100 * gbps / copy_gbps, 1) if gbps else None,
         # the most any kernel moving these bytes at copy_ speed could gain over eager
         copy_bound_vs_eager=_ratio(eager_ms, ms["copy"]),
         pct_of_peak=round(100 * gbps / peak, 1) if gbps and peak else None,
@@ -471,8 +561,9 @@ def run_case(case: Case, *, front: Any, front_note: str | None, threads: int, mi
     return row
 
 
-def run_kernel_benchmarks(*, device: str = "cpu", quick: bool = False, compile: bool = True,
-                          echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_kernel_benchmarks(
+    *, device: str = "cpu", quick: bool = False, compile: bool = True, echo: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Time every fused op vs eager reference vs torch.compile(reference); one row per case.
 
     quick: tiny sizes, short timing windows (a few seconds plus torch.compile warm-up);
@@ -493,20 +584,42 @@ def run_kernel_benchmarks(*, device: str = "cpu", quick: bool = False, compile: 
             case = make()
             usable = front if case.op in fused_ops else None
             note = front_note or f"the extension has no {dev.type} kernel for {case.op}; fused column left empty"
-            row = run_case(case, front=usable, front_note=note, threads=threads, min_run_time=min_run_time,
-                           device=dev, llc=llc, quick=quick, peak=peak, compile_enabled=compile)
+            row = run_case(
+                case,
+                front=usable,
+                front_note=note,
+                threads=threads,
+                min_run_time=min_run_time,
+                device=dev,
+                llc=llc,
+                quick=quick,
+                peak=peak,
+                compile_enabled=compile,
+            )
             row["device"] = str(dev)
             rows.append(row)
             if echo:
-                echo(f"{row['op']:22s} {row['shape']:40s} {row['dtype']:8s} eager {_num(row['eager_ms'])} ms  "
-                     f"compile {_num(row['compile_ms'])} ms  fused {_num(row['fused_ms'])} ms")
+                echo(
+                    f"{row['op']:22s} {row['shape']:40s} {row['dtype']:8s} eager {_num(row['eager_ms'])} ms  "
+                    f"compile {_num(row['compile_ms'])} ms  fused {_num(row['fused_ms'])} ms"
+                )
             del case
     hw = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     return {
-        "kind": "kernels", "device": str(dev), "hardware": hw, "threads": threads, "torch": torch.__version__,
-        "quick": quick, "llc_bytes": llc, "peak_gbps": round(peak, 1) if peak else None,
-        "fused_available": front is not None, "fused_note": front_note, "extension": _jsonable(status),
-        "seconds": round(time.perf_counter() - started, 1), **load.summary(), "rows": rows,
+        "kind": "kernels",
+        "device": str(dev),
+        "hardware": hw,
+        "threads": threads,
+        "torch": torch.__version__,
+        "quick": quick,
+        "llc_bytes": llc,
+        "peak_gbps": round(peak, 1) if peak else None,
+        "fused_available": front is not None,
+        "fused_note": front_note,
+        "extension": _jsonable(status),
+        "seconds": round(time.perf_counter() - started, 1),
+        **load.summary(),
+        "rows": rows,
     }
 
 

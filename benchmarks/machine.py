@@ -53,10 +53,14 @@ class OtherLoad:
             self.cores = max(0.0, ((busy1 - self.busy0) - own) / self.elapsed)
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"other_load_cores": round(self.cores, 2) if self.cores is not None else None,
-                               "cpu_count": os.cpu_count()}
+        out: dict[str, Any] = {
+            "other_load_cores": round(self.cores, 2) if self.cores is not None else None,
+            "cpu_count": os.cpu_count(),
+        }
         if self.cores is not None and self.cores > BUSY_THRESHOLD:
-            out["busy_warning"] = (f"other processes used {self.cores:.2f} of {os.cpu_count()} cores on average "
-                                   "during this benchmark: timings are inflated and ratios are noisy; rerun on an "
-                                   "idle machine")
+            out["busy_warning"] = (
+                f"other processes used {self.cores:.2f} of {os.cpu_count()} cores on average "
+                "during this benchmark: timings are inflated and ratios are noisy; rerun on an "
+                "idle machine"
+            )
         return out

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-KERNEL_TARGET_VS_EAGER = 2.0    # each fused op >= 2x faster than its eager reference
+KERNEL_TARGET_VS_EAGER = 2.0  # each fused op >= 2x faster than its eager reference
 KERNEL_TARGET_VS_COMPILE = 1.0  # ... and not slower than torch.compile of the reference
 
 
@@ -54,37 +54,65 @@ def kernel_targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def _kernel_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     lines = ["## Kernels: fused op vs eager reference vs torch.compile(reference)", ""]
     meta = result.get("kernels", result)
-    lines.append(f"Median of repeated runs (torch.utils.benchmark, {meta.get('threads', result.get('threads'))} threads); "
-                 "GB/s = bytes the op must read + write / median time of the fused op; copy GB/s = plain "
-                 "`copy_` of the same bytes on the same device (the ceiling); copy vs eager = eager ms / that "
-                 "copy's ms, the most any single pass over these bytes could gain on eager. Buffers >= "
-                 f"{_num((meta.get('llc_bytes') or 0) / 2**20)} MiB LLC x 3 per call or per rotation of calls.")
+    lines.append(
+        f"Median of repeated runs (torch.utils.benchmark, {meta.get('threads', result.get('threads'))} threads); "
+        "GB/s = bytes the op must read + write / median time of the fused op; copy GB/s = plain "
+        "`copy_` of the same bytes on the same device (the ceiling); copy vs eager = eager ms / that "
+        "copy's ms, the most any single pass over these bytes could gain on eager. Buffers >= "
+        f"{_num((meta.get('llc_bytes') or 0) / 2**20)} MiB LLC x 3 per call or per rotation of calls."
+    )
     lines.append("")
     multi_device = len({r.get("device", "") for r in rows}) > 1
     header = (["device"] if multi_device else []) + [
-        "op", "shape", "dtype", "fused ms", "eager ms", "compile ms", "vs eager", "vs compile", "GB/s",
-        "copy GB/s", "% of copy", "copy vs eager"]
+        "op",
+        "shape",
+        "dtype",
+        "fused ms",
+        "eager ms",
+        "compile ms",
+        "vs eager",
+        "vs compile",
+        "GB/s",
+        "copy GB/s",
+        "% of copy",
+        "copy vs eager",
+    ]
     if any(r.get("pct_of_peak") is not None for r in rows):
         header.append("% of peak")
     body = []
     for r in rows:
         cells = ([r.get("device", "")] if multi_device else []) + [
-            f"`{r['op']}`", r["shape"], r["dtype"], _num(r.get("fused_ms")), _num(r.get("eager_ms")),
-            _num(r.get("compile_ms")) if r.get("compile_ms") is not None else ("error" if r.get("compile_error") else "—"),
-            _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_compile")), _num(r.get("gbps")),
-            _num(r.get("copy_gbps")), _num(r.get("pct_of_copy")), _x(r.get("copy_bound_vs_eager"))]
+            f"`{r['op']}`",
+            r["shape"],
+            r["dtype"],
+            _num(r.get("fused_ms")),
+            _num(r.get("eager_ms")),
+            _num(r.get("compile_ms"))
+            if r.get("compile_ms") is not None
+            else ("error" if r.get("compile_error") else "—"),
+            _x(r.get("speedup_vs_eager")),
+            _x(r.get("speedup_vs_compile")),
+            _num(r.get("gbps")),
+            _num(r.get("copy_gbps")),
+            _num(r.get("pct_of_copy")),
+            _x(r.get("copy_bound_vs_eager")),
+        ]
         if "% of peak" in header:
             cells.append(_num(r.get("pct_of_peak")))
         body.append(cells)
     lines += _table(header, body)
     lines.append("")
     targets = kernel_targets(rows)
-    lines.append(f"Targets (reported, not asserted): fused >= {KERNEL_TARGET_VS_EAGER:g}x eager and "
-                 f">= {KERNEL_TARGET_VS_COMPILE:g}x torch.compile on every row.")
+    lines.append(
+        f"Targets (reported, not asserted): fused >= {KERNEL_TARGET_VS_EAGER:g}x eager and "
+        f">= {KERNEL_TARGET_VS_COMPILE:g}x torch.compile on every row."
+    )
     lines.append("")
     for op, t in targets.items():
-        lines.append(f"- `{op}`: worst vs eager {_x(t['min_speedup_vs_eager'])} ({_met(t['vs_eager_met'])}), "
-                     f"worst vs compile {_x(t['min_speedup_vs_compile'])} ({_met(t['vs_compile_met'])})")
+        lines.append(
+            f"- `{op}`: worst vs eager {_x(t['min_speedup_vs_eager'])} ({_met(t['vs_eager_met'])}), "
+            f"worst vs compile {_x(t['min_speedup_vs_compile'])} ({_met(t['vs_compile_met'])})"
+        )
     notes = []
     if not meta.get("fused_available", True):
         notes.append(f"fused column empty: {meta.get('fused_note')}")
@@ -95,8 +123,10 @@ def _kernel_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[
             notes.append(f"fused op failed for `{r['op']}` {r['shape']} {r['dtype']}: {r['fused_error']}")
         err = r.get("fused_max_abs_err")
         if err is not None and err > _tolerance(r):
-            notes.append(f"fused result differs from the reference for `{r['op']}` {r['shape']} {r['dtype']}: "
-                         f"max |diff| = {err:.3g}")
+            notes.append(
+                f"fused result differs from the reference for `{r['op']}` {r['shape']} {r['dtype']}: "
+                f"max |diff| = {err:.3g}"
+            )
     pool_note = next((r.get("note", "").split(";")[0] for r in rows if r["op"] == "pool_quantize_scatter"), "")
     if pool_note:
         notes.append(f"`pool_quantize_scatter`: {pool_note}")
@@ -123,17 +153,39 @@ def _met(flag: Any) -> str:
 def _training_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     meta = result.get("training", result)
     lines = ["## Training: feature extraction, naive vs cached", ""]
-    lines.append(f"Pipeline `{Path(meta.get('pipeline', '')).name}` through `tlengine run`, one process per arm; "
-                 "seconds = the arm's time in metrics.json (cached arms include building the cache), "
-                 "accuracy = final test accuracy.")
+    lines.append(
+        f"Pipeline `{Path(meta.get('pipeline', '')).name}` through `tlengine run`, one process per arm; "
+        "seconds = the arm's time in metrics.json (cached arms include building the cache), "
+        "accuracy = final test accuracy."
+    )
     lines.append("")
     body = []
     for r in rows:
-        body.append([r["arm"], str(r.get("epochs")), _num(r.get("seconds")), _x(r.get("speedup_vs_naive")),
-                     _num(r.get("accuracy"), 4), _num(r.get("accuracy_delta_points")),
-                     _num(r.get("extraction_seconds")), _num(r.get("wall_seconds"))])
-    lines += _table(["arm", "epochs", "seconds", "speed-up vs naive", "accuracy", "Δ acc (points)",
-                     "cache build s", "wall s (process)"], body)
+        body.append(
+            [
+                r["arm"],
+                str(r.get("epochs")),
+                _num(r.get("seconds")),
+                _x(r.get("speedup_vs_naive")),
+                _num(r.get("accuracy"), 4),
+                _num(r.get("accuracy_delta_points")),
+                _num(r.get("extraction_seconds")),
+                _num(r.get("wall_seconds")),
+            ]
+        )
+    lines += _table(
+        [
+            "arm",
+            "epochs",
+            "seconds",
+            "speed-up vs naive",
+            "accuracy",
+            "Δ acc (points)",
+            "cache build s",
+            "wall s (process)",
+        ],
+        body,
+    )
     lines.append("")
     notes = [f"`{r['arm']}`: {r['error']}" for r in rows if r.get("error")]
     notes += [f"`{r['arm']}`: {r['note']}" for r in rows if r.get("note")]
@@ -141,9 +193,11 @@ def _training_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> lis
         notes.append(meta["busy_warning"])
     targets = meta.get("targets") or {}
     for arm, t in targets.items():
-        notes.append(f"target `{arm}` >= {t['speedup_target']:g}x naive: {_met(t['speedup_met'])}; accuracy within "
-                     f"{t['accuracy_points_target']:g} point: {_met(t['accuracy_met'])}"
-                     + ("" if t.get("comparable", True) else " (not 10 epochs: not comparable with the target)"))
+        notes.append(
+            f"target `{arm}` >= {t['speedup_target']:g}x naive: {_met(t['speedup_met'])}; accuracy within "
+            f"{t['accuracy_points_target']:g} point: {_met(t['accuracy_met'])}"
+            + ("" if t.get("comparable", True) else " (not 10 epochs: not comparable with the target)")
+        )
     if notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     return lines
@@ -155,10 +209,14 @@ def to_markdown(result: dict[str, Any]) -> str:
     kernel_rows = [r for r in rows if r.get("kind") == "kernel" or ("op" in r and "arm" not in r)]
     training_rows = [r for r in rows if r.get("kind") == "training" or ("arm" in r and "op" not in r)]
     hw = result.get("hardware") or (result.get("kernels") or {}).get("hardware")
-    head = ["# tlengine benchmarks", "",
-            f"device {result.get('device')}" + (f" ({hw})" if hw else "") + f", {result.get('threads')} threads, "
-            f"torch {result.get('torch')}" + (", QUICK sizes (smoke test, not for comparison)" if result.get("quick") else ""),
-            ""]
+    head = [
+        "# tlengine benchmarks",
+        "",
+        f"device {result.get('device')}" + (f" ({hw})" if hw else "") + f", {result.get('threads')} threads, "
+        f"torch {result.get('torch')}"
+        + (", QUICK sizes (smoke test, not for comparison)" if result.get("quick") else ""),
+        "",
+    ]
     out = head
     if kernel_rows:
         out += _kernel_section(result, kernel_rows)

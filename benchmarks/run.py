@@ -29,13 +29,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of markdown")
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not numbers")
     p.add_argument("--out", type=Path, help="also write <kind>.json and <kind>.md into this folder")
-    p.add_argument("--device", default="auto",
-                   help="kernels: cpu, cuda, cuda:N, or auto = CPU and, when present, CUDA (default)")
+    p.add_argument(
+        "--device", default="auto", help="kernels: cpu, cuda, cuda:N, or auto = CPU and, when present, CUDA (default)"
+    )
     p.add_argument("--epochs", type=int, default=None, help="training: epochs per arm (default 10; quick: 2)")
-    p.add_argument("--runs-dir", type=Path, default=None,
-                   help="training: keep the three run directories here (default: a temporary folder)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch.get_num_threads(), i.e. all cores); e.g. 1 on a shared machine")
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="training: keep the three run directories here (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch.get_num_threads(), i.e. all cores); e.g. 1 on a shared machine",
+    )
     p.add_argument("--no-compile", action="store_true", help="kernels: skip torch.compile of the references")
     return p
 
@@ -49,8 +58,9 @@ def _kernels(args: argparse.Namespace) -> dict[str, Any]:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     else:
         devices = [args.device]
-    results = [run_kernel_benchmarks(device=d, quick=args.quick, compile=not args.no_compile, echo=_echo)
-               for d in devices]
+    results = [
+        run_kernel_benchmarks(device=d, quick=args.quick, compile=not args.no_compile, echo=_echo) for d in devices
+    ]
     if len(results) == 1:
         return results[0]
     merged = {k: v for k, v in results[0].items() if k != "rows"}
@@ -64,8 +74,9 @@ def _training(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.training import run_training_benchmark
 
     epochs = args.epochs or (2 if args.quick else 10)
-    return run_training_benchmark(epochs=epochs, quick=args.quick, output_dir=args.runs_dir, threads=args.threads,
-                                  echo=_echo)
+    return run_training_benchmark(
+        epochs=epochs, quick=args.quick, output_dir=args.runs_dir, threads=args.threads, echo=_echo
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,9 +90,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _training(args)
     kernels, training = _kernels(args), _training(args)
     strip = lambda r: {k: v for k, v in r.items() if k != "rows"}  # noqa: E731
-    return {"kind": "all", "device": kernels["device"], "threads": kernels["threads"], "torch": kernels["torch"],
-            "hardware": kernels.get("hardware"), "quick": args.quick,
-            "kernels": strip(kernels), "training": strip(training), "rows": kernels["rows"] + training["rows"]}
+    return {
+        "kind": "all",
+        "device": kernels["device"],
+        "threads": kernels["threads"],
+        "torch": kernels["torch"],
+        "hardware": kernels.get("hardware"),
+        "quick": args.quick,
+        "kernels": strip(kernels),
+        "training": strip(training),
+        "rows": kernels["rows"] + training["rows"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

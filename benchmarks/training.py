@@ -43,18 +43,34 @@ ARMS: dict[str, list[str]] = {
 }
 
 #: quick mode (tests, CI): the same pipeline on a tiny dataset at 64 px
-QUICK_OVERRIDES = ["data.args.per_class=6", "data.args.size=64", "model.input_size=64", "train.batch_size=16",
-                   "data.val_fraction=0.2", "data.test_fraction=0.3"]
+QUICK_OVERRIDES = [
+    "data.args.per_class=6",
+    "data.args.size=64",
+    "model.input_size=64",
+    "train.batch_size=16",
+    "data.val_fraction=0.2",
+    "data.test_fraction=0.3",
+]
 
-TARGET_SPEEDUP = 5.0         # cached vs naive over 10 epochs
+TARGET_SPEEDUP = 5.0  # cached vs naive over 10 epochs
 TARGET_ACCURACY_POINTS = 1.0
 
 
-def _run_arm(arm: str, overrides: list[str], run_dir: Path, pipeline: Path, timeout: float,
-             echo: Callable[[str], None] | None, threads: int | None = None) -> dict[str, Any]:
+def _run_arm(
+    arm: str,
+    overrides: list[str],
+    run_dir: Path,
+    pipeline: Path,
+    timeout: float,
+    echo: Callable[[str], None] | None,
+    threads: int | None = None,
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "tlengine", "run", str(pipeline), *overrides, "--output", str(run_dir)]
-    env = {**os.environ, "TLENGINE_OFFLINE": os.environ.get("TLENGINE_OFFLINE", "1"),
-           "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    env = {
+        **os.environ,
+        "TLENGINE_OFFLINE": os.environ.get("TLENGINE_OFFLINE", "1"),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+    }
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if echo:
@@ -75,8 +91,15 @@ def _run_arm(arm: str, overrides: list[str], run_dir: Path, pipeline: Path, time
 
 
 def _row(arm: str, outcome: dict[str, Any], epochs: int, run_dir: Path) -> dict[str, Any]:
-    row: dict[str, Any] = {"kind": "training", "arm": arm, "epochs": epochs, "seconds": None, "accuracy": None,
-                           "wall_seconds": outcome.get("wall_seconds"), "run_dir": str(run_dir)}
+    row: dict[str, Any] = {
+        "kind": "training",
+        "arm": arm,
+        "epochs": epochs,
+        "seconds": None,
+        "accuracy": None,
+        "wall_seconds": outcome.get("wall_seconds"),
+        "run_dir": str(run_dir),
+    }
     if "error" in outcome:
         row["error"] = outcome["error"]
         return row
@@ -103,10 +126,18 @@ def _row(arm: str, outcome: dict[str, Any], epochs: int, run_dir: Path) -> dict[
     return row
 
 
-def run_training_benchmark(*, epochs: int = 10, quick: bool = False, output_dir: str | Path | None = None,
-                           pipeline: str | Path | None = None, arms: list[str] | None = None,
-                           extra_overrides: list[str] | None = None, timeout: float = 1800,
-                           threads: int | None = None, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_training_benchmark(
+    *,
+    epochs: int = 10,
+    quick: bool = False,
+    output_dir: str | Path | None = None,
+    pipeline: str | Path | None = None,
+    arms: list[str] | None = None,
+    extra_overrides: list[str] | None = None,
+    timeout: float = 1800,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run the feature-extraction pipeline naive / cached-torch / cached-fused; one row per arm.
 
     output_dir: where the three run directories go (default: a temporary folder, removed
@@ -142,8 +173,14 @@ def run_training_benchmark(*, epochs: int = 10, quick: bool = False, output_dir:
                 row["run_dir"] = None  # removed with the temporary folder
             rows.append(row)
             if echo:
-                echo(f"[{arm}] " + (f"error: {row['error']}" if "error" in row else
-                                    f"{row['seconds']} s, accuracy {row['accuracy']}"))
+                echo(
+                    f"[{arm}] "
+                    + (
+                        f"error: {row['error']}"
+                        if "error" in row
+                        else f"{row['seconds']} s, accuracy {row['accuracy']}"
+                    )
+                )
     finally:
         load.__exit__(None, None, None)
         if tmp is not None:
@@ -151,10 +188,18 @@ def run_training_benchmark(*, epochs: int = 10, quick: bool = False, output_dir:
     _compare(rows)
     device = next((r.get("device") for r in rows if r.get("device")), None)
     return {
-        "kind": "training", "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        "threads": threads or torch.get_num_threads(), "torch": torch.__version__, "quick": quick, "epochs": epochs,
-        "pipeline": str(pipeline), "overrides": common, "seconds": round(time.perf_counter() - started, 1),
-        **load.summary(), "targets": _targets(rows, epochs), "rows": rows,
+        "kind": "training",
+        "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "threads": threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "quick": quick,
+        "epochs": epochs,
+        "pipeline": str(pipeline),
+        "overrides": common,
+        "seconds": round(time.perf_counter() - started, 1),
+        **load.summary(),
+        "targets": _targets(rows, epochs),
+        "rows": rows,
     }
 
 
@@ -180,7 +225,8 @@ def _targets(rows: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
             continue
         s, d = r.get("speedup_vs_naive"), r.get("accuracy_delta_points")
         out[r["arm"]] = {
-            "speedup_target": TARGET_SPEEDUP, "speedup_met": (s >= TARGET_SPEEDUP) if s is not None else None,
+            "speedup_target": TARGET_SPEEDUP,
+            "speedup_met": (s >= TARGET_SPEEDUP) if s is not None else None,
             "accuracy_points_target": TARGET_ACCURACY_POINTS,
             "accuracy_met": (abs(d) <= TARGET_ACCURACY_POINTS) if d is not None else None,
             "comparable": epochs == 10,

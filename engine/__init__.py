@@ -20,5 +20,13 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return registries().backbones.names(pattern)
 
 
-__all__ = ["ConfigError", "DataError", "TLEngineError", "UnknownNameError", "WeightsError",
-           "hookimpl", "list_backbones", "__version__"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "TLEngineError",
+    "UnknownNameError",
+    "WeightsError",
+    "hookimpl",
+    "list_backbones",
+    "__version__",
+]

@@ -65,7 +65,12 @@ def main(debug: bool) -> None:
 @main.command()
 @click.argument("pipeline", required=False)
 @click.argument("overrides", nargs=-1)
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Run directory to create (default: output_dir/<name>-<time>).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Run directory to create (default: output_dir/<name>-<time>).",
+)
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue an interrupted run directory.")
 @handle_errors
 def run(pipeline: str | None, overrides: tuple[str, ...], output: Path | None, resume: Path | None) -> None:
@@ -105,7 +110,8 @@ def validate(pipeline: str | None, overrides: tuple[str, ...], schema: bool) -> 
         # Keys a task adds to the data: and model: sections, per registered task.
         doc["x-task-options"] = {
             e.name: {"data": e.obj.DataOptions.model_json_schema(), "model": e.obj.ModelOptions.model_json_schema()}
-            for e in _manager(quiet=True).registries.tasks.entries()}
+            for e in _manager(quiet=True).registries.tasks.entries()
+        }
         click.echo(json.dumps(doc, indent=2))
         return
     if not pipeline:
@@ -117,8 +123,10 @@ def validate(pipeline: str | None, overrides: tuple[str, ...], schema: bool) -> 
     for stage in plan_stages(config):
         arms = ", ".join(f"{a.arm} ({a.name})" for a in stage.arms)
         start = f", init_from {stage.init_from}" if stage.init_from else ""
-        click.echo(f"ok: {config.name}: stage {stage.name}: task {stage.task}, backbone {stage.model.backbone}"
-                   f"{start}, arms: {arms}")
+        click.echo(
+            f"ok: {config.name}: stage {stage.name}: task {stage.task}, backbone {stage.model.backbone}"
+            f"{start}, arms: {arms}"
+        )
     if len(config.seed_list) > 1:
         click.echo(f"seeds: {', '.join(map(str, config.seed_list))}")
 
@@ -141,8 +149,9 @@ def plugins(as_json: bool) -> None:
     for col in ("plugin", "distribution", "version", "registers", "status"):
         table.add_column(col)
     for p in rows:
-        regs = "\n".join(f"{k} ({len(v)}): {', '.join(v[:4])}{', ...' if len(v) > 4 else ''}"
-                         for k, v in p["registered"].items())
+        regs = "\n".join(
+            f"{k} ({len(v)}): {', '.join(v[:4])}{', ...' if len(v) > 4 else ''}" for k, v in p["registered"].items()
+        )
         table.add_row(p["name"], p["distribution"], p["version"], regs or "-", p["error"] or "ok")
     wide_console().print(table)
 
@@ -153,8 +162,10 @@ def plugins(as_json: bool) -> None:
 def pipelines(as_json: bool) -> None:
     """List the pipelines that plugins ship (run one with `tlengine run NAME`)."""
     manager = _manager()
-    rows = [{"name": e.name, "plugin": e.plugin, "description": e.description, "path": str(e.obj)}
-            for e in manager.registries.pipelines.entries()]
+    rows = [
+        {"name": e.name, "plugin": e.plugin, "description": e.description, "path": str(e.obj)}
+        for e in manager.registries.pipelines.entries()
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -167,15 +178,28 @@ def pipelines(as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--text", "texts", multiple=True, help="A string to predict on (repeatable), for tasks that take text.")
-@click.option("--top-k", default=3, show_default=True, type=int,
-              help="How many labels to show per input (classification tasks); at least 1.")
+@click.option(
+    "--top-k",
+    default=3,
+    show_default=True,
+    type=int,
+    help="How many labels to show per input (classification tasks); at least 1.",
+)
 @click.option("--arm", default=None, help="Use this arm's model instead of the run's primary one.")
 @click.option("--stage", default=None, help="With --arm: the stage (default: the last).")
 @click.option("--seed", default=None, type=int, help="With --arm: the seed (default: the first).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
-def predict(run_dir: Path, inputs: tuple[Path, ...], texts: tuple[str, ...], top_k: int, arm: str | None,
-            stage: str | None, seed: int | None, as_json: bool) -> None:
+def predict(
+    run_dir: Path,
+    inputs: tuple[Path, ...],
+    texts: tuple[str, ...],
+    top_k: int,
+    arm: str | None,
+    stage: str | None,
+    seed: int | None,
+    as_json: bool,
+) -> None:
     """Run the trained model of RUN_DIR on INPUT files and/or --text strings."""
     from .predict import load_run_model
     from .task import PredictInput
@@ -225,8 +249,10 @@ def kernels(as_json: bool, verbose: bool) -> None:
         return
     click.echo(f"extension: {'built (' + str(report['source']) + ')' if report['built'] else 'not built'}")
     click.echo(f"CPU kernels: {'yes' if report['built'] else 'no (pure-PyTorch reference ops are used)'}")
-    click.echo(f"CUDA kernels compiled: {'yes' if report['cuda_compiled'] else 'no'}; "
-               f"CUDA device: {'yes' if report['cuda_available'] else 'no'}")
+    click.echo(
+        f"CUDA kernels compiled: {'yes' if report['cuda_compiled'] else 'no'}; "
+        f"CUDA device: {'yes' if report['cuda_available'] else 'no'}"
+    )
     if report.get("build_dir"):
         click.echo(f"build directory: {report['build_dir']}")
     if report.get("error"):
@@ -239,7 +265,11 @@ def cache() -> None:
 
 
 @cache.command("ls")
-@click.option("--root", type=click.Path(path_type=Path), help="Cache folder (default: $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    help="Cache folder (default: $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def cache_ls(root: Path | None, as_json: bool) -> None:
@@ -256,15 +286,21 @@ def cache_ls(root: Path | None, as_json: bool) -> None:
         return
     for r in rows:
         key = r.get("key", {})
-        click.echo(f"{r['digest'][:12]}  {format_size(r['size'])}  {key.get('backbone')}  {key.get('dtype')}  "
-                   f"views={key.get('views')}  rows={r.get('rows_filled')}/{r.get('rows_total')}  "
-                   f"{'complete' if r.get('complete') else 'partial'}  hits={r.get('hits')}  created={r.get('created')}")
+        click.echo(
+            f"{r['digest'][:12]}  {format_size(r['size'])}  {key.get('backbone')}  {key.get('dtype')}  "
+            f"views={key.get('views')}  rows={r.get('rows_filled')}/{r.get('rows_total')}  "
+            f"{'complete' if r.get('complete') else 'partial'}  hits={r.get('hits')}  created={r.get('created')}"
+        )
 
 
 @cache.command("rm")
 @click.argument("digests", nargs=-1)
 @click.option("--all", "remove_all", is_flag=True, help="Remove every cache.")
-@click.option("--root", type=click.Path(path_type=Path), help="Cache folder (default: $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    help="Cache folder (default: $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features).",
+)
 @handle_errors
 def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> None:
     """Remove caches by digest prefix (see `tlengine cache ls`), or --all."""
@@ -286,12 +322,16 @@ def bench(what: str, as_json: bool, quick: bool, out: Path | None) -> None:
     """Fused ops vs eager vs torch.compile; cached vs naive feature-extraction training."""
     repo = Path(__file__).resolve().parents[1]
     if not (repo / "benchmarks" / "run.py").is_file():
-        raise TLEngineError(f"the benchmarks are not installed with this copy of tlengine (looked in {repo / 'benchmarks'}); "
-                            "run them from a source checkout")
+        raise TLEngineError(
+            f"the benchmarks are not installed with this copy of tlengine (looked in {repo / 'benchmarks'}); "
+            "run them from a source checkout"
+        )
     sys.path.insert(0, str(repo))
     from benchmarks.run import main as bench_main
 
-    argv = [what] + (["--json"] if as_json else []) + (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
+    argv = (
+        [what] + (["--json"] if as_json else []) + (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
+    )
     sys.exit(bench_main(argv))
 
 

@@ -47,8 +47,9 @@ def _block_count(value: Any) -> Any:
 def _file_name(value: str) -> str:
     """A name used as a path component: no separators, no '..', not empty."""
     if not _NAME_RE.match(value or "") or value in (".", ".."):
-        raise ValueError("must be a plain name of letters, digits, '.', '_' or '-' (it names a folder; "
-                         "no '/', no '..', not empty)")
+        raise ValueError(
+            "must be a plain name of letters, digits, '.', '_' or '-' (it names a folder; no '/', no '..', not empty)"
+        )
     return value
 
 
@@ -57,8 +58,13 @@ class DataConfig(WithTaskOptions):
     (image tasks: ``augment``)."""
 
     dataset: str = Field(description="registered dataset name, e.g. synthetic-shapes, image-folder, csv")
-    root: str | None = Field(None, description="directory every data path is resolved in (relative to the pipeline file); paths may not leave it")
-    args: dict[str, Any] = Field(default_factory=dict, description="dataset-specific arguments, validated by the dataset")
+    root: str | None = Field(
+        None,
+        description="directory every data path is resolved in (relative to the pipeline file); paths may not leave it",
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="dataset-specific arguments, validated by the dataset"
+    )
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.25, ge=0.0, lt=1.0)
     split_seed: int = 0
@@ -70,7 +76,9 @@ class ModelConfig(WithTaskOptions):
     ``input_size``, ``dropout``)."""
 
     backbone: str = Field(description="registered backbone, e.g. resnet18, timm/tf_efficientnet_lite0")
-    weights: str | None = Field(None, description="named weights, torchvision enum, file or run dir; null = random init")
+    weights: str | None = Field(
+        None, description="named weights, torchvision enum, file or run dir; null = random init"
+    )
     args: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the backbone factory")
 
 
@@ -101,11 +109,19 @@ class CacheConfig(Strict):
     runs once per sample and view, later epochs train the head from the stored features."""
 
     enabled: bool = Field(True, description="false = run the frozen backbone every epoch (the naive loop)")
-    storage: Literal["memory", "disk"] = Field("memory", description="memory (CPU/GPU tensor) or disk (memory-mapped, reused across runs)")
-    dtype: Literal["float32", "float16", "bfloat16", "int8"] = Field("float32", description="storage dtype; int8 keeps a per-row scale")
+    storage: Literal["memory", "disk"] = Field(
+        "memory", description="memory (CPU/GPU tensor) or disk (memory-mapped, reused across runs)"
+    )
+    dtype: Literal["float32", "float16", "bfloat16", "int8"] = Field(
+        "float32", description="storage dtype; int8 keeps a per-row scale"
+    )
     views: int = Field(1, ge=1, le=64, description="augmented views stored per training sample; each epoch draws one")
-    kernels: Literal["auto", "fused", "torch"] = Field("auto", description="fused C++/CUDA ops (auto: when built) or the pure-PyTorch reference ops")
-    root: str | None = Field(None, description="disk cache folder (default $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features)")
+    kernels: Literal["auto", "fused", "torch"] = Field(
+        "auto", description="fused C++/CUDA ops (auto: when built) or the pure-PyTorch reference ops"
+    )
+    root: str | None = Field(
+        None, description="disk cache folder (default $TLENGINE_CACHE_DIR/features or ~/.cache/tlengine/features)"
+    )
 
 
 class StrategyConfig(Strict):
@@ -113,8 +129,12 @@ class StrategyConfig(Strict):
 
     name: str = Field(description="feature-extraction, fine-tune, scratch, or a plugin's strategy")
     label: str | None = Field(None, description="arm name in tables and files (default: name)")
-    args: dict[str, Any] = Field(default_factory=dict, description="the strategy's own arguments, validated by the strategy")
-    unfreeze: Union[Literal["all"], int] = Field("all", description="fine-tune: top-k blocks of each pretrained part to train, or all")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="the strategy's own arguments, validated by the strategy"
+    )
+    unfreeze: Union[Literal["all"], int] = Field(
+        "all", description="fine-tune: top-k blocks of each pretrained part to train, or all"
+    )
     backbone_lr_mult: float = Field(0.1, gt=0.0, description="fine-tune: pretrained parts' lr = train.lr * this")
     gradual_unfreezing: GradualUnfreezing | None = None
     update_frozen_bn: bool = Field(False, description="let BatchNorm layers in frozen blocks update running stats")
@@ -152,8 +172,12 @@ class TrainConfig(Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="for tasks with a classification loss")
     grad_clip: float | None = Field(None, gt=0.0)
     amp: Literal["auto", "on", "off"] = "auto"
-    keep: Literal["best", "last"] = Field("best", description="test and save the best-validation epoch's weights, or the last")
-    patience: int | None = Field(None, ge=1, description="stop an arm after this many epochs without a better validation score")
+    keep: Literal["best", "last"] = Field(
+        "best", description="test and save the best-validation epoch's weights, or the last"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="stop an arm after this many epochs without a better validation score"
+    )
 
 
 class SourceConfig(Strict):
@@ -170,9 +194,13 @@ class StageConfig(Strict):
     name: str = Field(description="names the stage in files and tables")
     task: str | None = Field(None, description="default: the pipeline's task")
     data: DataConfig | None = Field(None, description="default: the pipeline's data")
-    extra_data: dict[str, DataConfig] = Field(default_factory=dict, description="more datasets a strategy may use (e.g. unlabelled target data)")
+    extra_data: dict[str, DataConfig] = Field(
+        default_factory=dict, description="more datasets a strategy may use (e.g. unlabelled target data)"
+    )
     model: ModelConfig | None = Field(None, description="default: the pipeline's model")
-    init_from: str | None = Field(None, description="an earlier stage whose primary arm's pretrained parts start this stage's arms")
+    init_from: str | None = Field(
+        None, description="an earlier stage whose primary arm's pretrained parts start this stage's arms"
+    )
     strategy: StrategyConfig | None = Field(None, description="the stage's primary arm (default: the pipeline's)")
     compare: list[StrategyConfig] | None = None
     baseline: StrategyConfig | None = None
@@ -191,13 +219,19 @@ class PipelineConfig(Strict):
     description: str = ""
     task: str | None = None
     seed: int = 0
-    seeds: list[int] | None = Field(None, min_length=1, description="train every arm under each seed; metrics report mean and std")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="train every arm under each seed; metrics report mean and std"
+    )
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     output_dir: str = Field("runs", description="where run directories are created (relative to the working directory)")
     data: DataConfig | None = None
     model: ModelConfig | None = None
     source: SourceConfig | None = None
-    stages: list[StageConfig] | None = Field(None, min_length=1, description="staged pipeline: each stage trains its arms, later ones may init_from earlier ones")
+    stages: list[StageConfig] | None = Field(
+        None,
+        min_length=1,
+        description="staged pipeline: each stage trains its arms, later ones may init_from earlier ones",
+    )
     strategy: StrategyConfig | None = None
     compare: list[StrategyConfig] = Field(default_factory=list, description="more arms trained on the same split")
     baseline: StrategyConfig | None = Field(None, description="usually {name: scratch}: the from-scratch arm")
@@ -227,10 +261,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise TLEngineError(f"pipeline file {path} does not exist") from None
     except IsADirectoryError:
-        raise TLEngineError(f"pipeline file {path} is a directory; give a YAML file "
-                            "(to continue a run directory use `tlengine run --resume DIR`)") from None
+        raise TLEngineError(
+            f"pipeline file {path} is a directory; give a YAML file "
+            "(to continue a run directory use `tlengine run --resume DIR`)"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise TLEngineError(f"pipeline file {path} is not UTF-8 text (undecodable byte at offset {exc.start})") from None
+        raise TLEngineError(
+            f"pipeline file {path} is not UTF-8 text (undecodable byte at offset {exc.start})"
+        ) from None
     except OSError as exc:
         raise TLEngineError(f"pipeline file {path} cannot be read: {exc.strerror}") from None
     try:

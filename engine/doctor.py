@@ -33,9 +33,16 @@ def collect(manager: Any) -> dict[str, Any]:
             path = nw.locate()
         except Exception:  # a provider's lookup must never break doctor
             path = None
-        weights.append({"name": entry.name, "arch": nw.arch, "plugin": entry.plugin,
-                        "offline": bool(path), "path": str(path) if path else None,
-                        "hint": None if path else nw.install_hint})
+        weights.append(
+            {
+                "name": entry.name,
+                "arch": nw.arch,
+                "plugin": entry.plugin,
+                "offline": bool(path),
+                "path": str(path) if path else None,
+                "hint": None if path else nw.install_hint,
+            }
+        )
     extension = importlib.util.find_spec("tlengine._C") is not None
     return {
         "tlengine": __version__,
@@ -45,31 +52,56 @@ def collect(manager: Any) -> dict[str, Any]:
         "cuda_available": cuda,
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "threads": torch.get_num_threads(),
-        "compilers": {"c++": _version_of(["c++", "--version"]), "nvcc": _version_of(["nvcc", "--version"]),
-                      "ninja": _version_of(["ninja", "--version"])},
-        "extension": {"built": extension,
-                      "note": "tlengine._C was built ahead of time" if extension else
-                      "not built ahead of time: the first feature-extraction run (or `tlengine kernels`) "
-                      "JIT-builds it; without a compiler the pure-PyTorch reference ops are used"},
-        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version,
-                     "ok": p.error is None, "error": p.error} for p in manager.plugins],
+        "compilers": {
+            "c++": _version_of(["c++", "--version"]),
+            "nvcc": _version_of(["nvcc", "--version"]),
+            "ninja": _version_of(["ninja", "--version"]),
+        },
+        "extension": {
+            "built": extension,
+            "note": "tlengine._C was built ahead of time"
+            if extension
+            else "not built ahead of time: the first feature-extraction run (or `tlengine kernels`) "
+            "JIT-builds it; without a compiler the pure-PyTorch reference ops are used",
+        },
+        "plugins": [
+            {
+                "name": p.name,
+                "distribution": p.distribution,
+                "version": p.version,
+                "ok": p.error is None,
+                "error": p.error,
+            }
+            for p in manager.plugins
+        ],
         "weights": weights,
     }
 
 
 def render(report: dict[str, Any]) -> str:
     ok, no = "ok ", "-- "
-    lines = [f"tlengine {report['tlengine']}  python {report['python']}  torch {report['torch']}"
-             f" (CUDA build {report['torch_cuda_build'] or 'none'}), {report['threads']} threads"]
-    lines.append((ok if report["cuda_available"] else no) + "CUDA device: "
-                 + (", ".join(report["cuda_devices"]) or "none (CPU only)"))
+    lines = [
+        f"tlengine {report['tlengine']}  python {report['python']}  torch {report['torch']}"
+        f" (CUDA build {report['torch_cuda_build'] or 'none'}), {report['threads']} threads"
+    ]
+    lines.append(
+        (ok if report["cuda_available"] else no)
+        + "CUDA device: "
+        + (", ".join(report["cuda_devices"]) or "none (CPU only)")
+    )
     for name, version in report["compilers"].items():
         lines.append((ok if version else no) + f"{name}: {version or 'not found'}")
     lines.append((ok if report["extension"]["built"] else no) + f"extension: {report['extension']['note']}")
     for p in report["plugins"]:
-        lines.append((ok if p["ok"] else "!! ") + f"plugin {p['name']} ({p['distribution']} {p['version']})"
-                     + ("" if p["ok"] else f": {p['error']}"))
+        lines.append(
+            (ok if p["ok"] else "!! ")
+            + f"plugin {p['name']} ({p['distribution']} {p['version']})"
+            + ("" if p["ok"] else f": {p['error']}")
+        )
     for w in report["weights"]:
-        lines.append((ok if w["offline"] else no) + f"weights {w['name']} -> {w['arch']}: "
-                     + (f"offline at {w['path']}" if w["offline"] else f"not available offline ({w['hint']})"))
+        lines.append(
+            (ok if w["offline"] else no)
+            + f"weights {w['name']} -> {w['arch']}: "
+            + (f"offline at {w['path']}" if w["offline"] else f"not available offline ({w['hint']})")
+        )
     return "\n".join(lines)

@@ -97,8 +97,15 @@ class TransferModel(nn.Module):
             self.add_part("head", head)
 
     # ------------------------------------------------------------------ parts
-    def add_part(self, name: str, module: nn.Module, *, blocks: list[tuple[str, nn.Module]] | None = None,
-                 owner: str = "task", attached: bool = False) -> nn.Module:
+    def add_part(
+        self,
+        name: str,
+        module: nn.Module,
+        *,
+        blocks: list[tuple[str, nn.Module]] | None = None,
+        owner: str = "task",
+        attached: bool = False,
+    ) -> nn.Module:
         """Register ``module`` as part ``name``; returns it.
 
         ``attached=True``: the module already sits inside another part's tree (e.g. an
@@ -231,7 +238,7 @@ def load_parts(model: TransferModel, state: Any, parts: Any, *, source: str) -> 
     ``<part>.<...>``), strictly: a part whose keys do not match raises, naming it."""
     for name in parts:
         prefix = name + "."
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         module = model.part(name).module
         if not sub:
             raise TLEngineError(f"{source} has no '{name}' part to start this model's '{name}' from")
@@ -239,8 +246,11 @@ def load_parts(model: TransferModel, state: Any, parts: Any, *, source: str) -> 
             missing, unexpected = module.load_state_dict(sub, strict=False)
         except RuntimeError as exc:  # shape mismatches
             first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
-            raise TLEngineError(f"part '{name}' of {source} does not fit this model's '{name}': {first.strip()}") from None
+            raise TLEngineError(
+                f"part '{name}' of {source} does not fit this model's '{name}': {first.strip()}"
+            ) from None
         if missing or unexpected:
             raise TLEngineError(
                 f"part '{name}' of {source} does not fit this model's '{name}' ({len(missing)} missing, "
-                f"{len(unexpected)} unexpected keys, e.g. {(list(missing) + list(unexpected))[0]})")
+                f"{len(unexpected)} unexpected keys, e.g. {(list(missing) + list(unexpected))[0]})"
+            )

@@ -109,14 +109,24 @@ class Runner:
             if plan.init_from and prepared[plan.init_from].plan.task == plan.task:
                 preprocessing = prepared[plan.init_from].preprocessing
             else:
-                init = {part: plan.model.weights is not None and plan.init_from is None for part in task.pretrained_parts}
+                init = {
+                    part: plan.model.weights is not None and plan.init_from is None for part in task.pretrained_parts
+                }
                 preprocessing = task.preprocessing(plan.model, init=init, base_dir=base_dir)
-            data = task.build_data(plan.data, preprocessing=preprocessing, base_dir=data_root(plan.data, base_dir),
-                                   seed=plan.data.split_seed)
+            data = task.build_data(
+                plan.data,
+                preprocessing=preprocessing,
+                base_dir=data_root(plan.data, base_dir),
+                seed=plan.data.split_seed,
+            )
             for warning in data.warnings:
                 self.echo(f"warning: stage '{plan.name}': {warning}")
-            extra = {name: task.build_data(dc, preprocessing=preprocessing, base_dir=data_root(dc, base_dir),
-                                           seed=dc.split_seed).train for name, dc in plan.extra_data.items()}
+            extra = {
+                name: task.build_data(
+                    dc, preprocessing=preprocessing, base_dir=data_root(dc, base_dir), seed=dc.split_seed
+                ).train
+                for name, dc in plan.extra_data.items()
+            }
             st = PreparedStage(plan, task, data, preprocessing, extra)
             # Build one model now, and let every arm's strategy shape a copy of it, so weights
             # that do not fit, parts a strategy cannot add and parameters outside every
@@ -135,9 +145,15 @@ class Runner:
     def run(self, loaded: LoadedPipeline, *, output: Path | None = None) -> Path:
         prepared = self.prepare(loaded, output=output)
         run = RunDirectory.create(loaded.config.name, loaded.config.output_dir, output)
-        run.write_start(dump_yaml(loaded.config), {
-            "pipeline_file": loaded.source, "base_dir": str(loaded.base_dir), "device": str(prepared.device),
-            "torch": torch.__version__})
+        run.write_start(
+            dump_yaml(loaded.config),
+            {
+                "pipeline_file": loaded.source,
+                "base_dir": str(loaded.base_dir),
+                "device": str(prepared.device),
+                "torch": torch.__version__,
+            },
+        )
         self.echo(f"run directory: {run.path}")
         return self._execute(prepared, run, resume=False)
 
@@ -147,11 +163,11 @@ class Runner:
         base_dir = Path(meta.get("base_dir", "."))
         try:
             config = validate(read_yaml(run.path / "config.yaml"), self.registries, base_dir)
-            prepared = self.prepare(LoadedPipeline(config, base_dir, meta.get("pipeline_file", "")),
-                                    check_output=False)
+            prepared = self.prepare(LoadedPipeline(config, base_dir, meta.get("pipeline_file", "")), check_output=False)
         except TLEngineError as exc:
-            raise RunError(f"cannot resume {run.path}: its config.yaml no longer loads: "
-                           f"{str(exc).splitlines()[0]}") from None
+            raise RunError(
+                f"cannot resume {run.path}: its config.yaml no longer loads: {str(exc).splitlines()[0]}"
+            ) from None
         self.echo(f"resuming run directory: {run.path}")
         return self._execute(prepared, run, resume=True)
 
@@ -170,24 +186,36 @@ class Runner:
             def on_epoch(record: dict[str, Any]) -> None:
                 records.append(record)
                 run.append_record(record)
-                shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                 for k, v in record.items() if k not in ("arm", "stage", "seed"))
+                shown = " ".join(
+                    f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in record.items()
+                    if k not in ("arm", "stage", "seed")
+                )
                 self.echo(f"[{self._label(p, record['stage'], record['arm'], record['seed'])}] {shown}")
-                hook.tlengine_on_epoch_end(run_dir=run.path, arm=record["arm"], epoch=record["epoch"],
-                                           metrics=dict(record))
+                hook.tlengine_on_epoch_end(
+                    run_dir=run.path, arm=record["arm"], epoch=record["epoch"], metrics=dict(record)
+                )
 
             results: dict[str, dict[str, dict[int, ArmResult]]] = {}
             for st in p.stages:
                 results[st.plan.name] = {a.arm: {} for a in st.plan.arms}
                 for seed in p.seeds:
                     for arm_cfg in st.plan.arms:
-                        results[st.plan.name][arm_cfg.arm][seed] = self._run_arm(p, st, arm_cfg, seed, run,
-                                                                                 on_epoch, resume)
+                        results[st.plan.name][arm_cfg.arm][seed] = self._run_arm(
+                            p, st, arm_cfg, seed, run, on_epoch, resume
+                        )
             final = p.stages[-1]
-            summary = build_summary(config=p.config, stages=[s.plan for s in p.stages],
-                                    tasks={s.plan.name: s.task for s in p.stages}, results=results,
-                                    records=records, run_dir=run.path, total_seconds=time.perf_counter() - started,
-                                    device=str(p.device), info=final.data.info)
+            summary = build_summary(
+                config=p.config,
+                stages=[s.plan for s in p.stages],
+                tasks={s.plan.name: s.task for s in p.stages},
+                results=results,
+                records=records,
+                run_dir=run.path,
+                total_seconds=time.perf_counter() - started,
+                device=str(p.device),
+                info=final.data.info,
+            )
             run.publish_checkpoint(f"{final.plan.name}/{final.plan.arms[0].arm}/seed{p.seeds[0]}")
             run.write_summary(summary)
         except BaseException as exc:
@@ -217,8 +245,16 @@ class Runner:
         run.rewrite_records(records)
         return records
 
-    def _run_arm(self, p: Prepared, st: PreparedStage, arm_cfg: StrategyConfig, seed: int, run: RunDirectory,
-                 on_epoch: Callable[[dict[str, Any]], None], resume: bool) -> ArmResult:
+    def _run_arm(
+        self,
+        p: Prepared,
+        st: PreparedStage,
+        arm_cfg: StrategyConfig,
+        seed: int,
+        run: RunDirectory,
+        on_epoch: Callable[[dict[str, Any]], None],
+        resume: bool,
+    ) -> ArmResult:
         plan = st.plan
         key = f"{plan.name}/{arm_cfg.arm}/seed{seed}"
         label = self._label(p, plan.name, arm_cfg.arm, seed)
@@ -238,13 +274,23 @@ class Runner:
             st.task.init_from_state(model, state, inherited, source=f"stage '{plan.init_from}' ({src})")
         pretrained = bool(inherited) and (plan.model.weights is not None or plan.init_from is not None)
         arm = Arm(arm_cfg.arm, strategy, model, st.data, plan.arm_train(arm_cfg), seed, plan.name, st.extra)
-        self.echo(f"[{label}] {strategy.name}: {plan.model.backbone} "
-                  f"({'pretrained' if pretrained else 'random init'}"
-                  f"{' from stage ' + plan.init_from if pretrained and plan.init_from else ''}), "
-                  f"{len(st.data.train)} train / {len(st.data.val)} val / {len(st.data.test)} test samples, "
-                  f"{arm.train.epochs} epochs")
-        result = train_arm(st.task, arm, device=p.device, state_path=arm_dir / "state.safetensors",
-                           on_epoch=on_epoch, resume=resume, num_workers=plan.data.num_workers, label=label)
+        self.echo(
+            f"[{label}] {strategy.name}: {plan.model.backbone} "
+            f"({'pretrained' if pretrained else 'random init'}"
+            f"{' from stage ' + plan.init_from if pretrained and plan.init_from else ''}), "
+            f"{len(st.data.train)} train / {len(st.data.val)} val / {len(st.data.test)} test samples, "
+            f"{arm.train.epochs} epochs"
+        )
+        result = train_arm(
+            st.task,
+            arm,
+            device=p.device,
+            state_path=arm_dir / "state.safetensors",
+            on_epoch=on_epoch,
+            resume=resume,
+            num_workers=plan.data.num_workers,
+            label=label,
+        )
         meta = self._model_meta(p, st, arm, pretrained)
         checkpoint.save_model(arm_dir / "model.safetensors", model, meta)
         own = model.owned_state_dict("strategy")
@@ -254,24 +300,38 @@ class Runner:
         (arm_dir / "state.safetensors").unlink(missing_ok=True)  # the final model replaces it
         (arm_dir / "best.safetensors").unlink(missing_ok=True)
         metric = st.task.primary_metric
-        self.echo(f"[{label}] test {metric} = {result.test.metrics.get(metric, float('nan')):.4f} "
-                  f"(best epoch {result.best_epoch}, {result.seconds:.1f} s)")
+        self.echo(
+            f"[{label}] test {metric} = {result.test.metrics.get(metric, float('nan')):.4f} "
+            f"(best epoch {result.best_epoch}, {result.seconds:.1f} s)"
+        )
         return result
 
     def _model_meta(self, p: Prepared, st: PreparedStage, arm: Arm, pretrained: bool) -> dict[str, Any]:
         plan = st.plan
-        return {"task": plan.task, "pipeline": p.config.name, "stage": plan.name, "arm": arm.name, "seed": arm.seed,
-                "strategy": arm.strategy.name, "strategy_config": arm.strategy.config.model_dump(mode="json"),
-                "backbone": plan.model.backbone, "arch": arm.model.arch, "pretrained": pretrained,
-                "weights": plan.model.weights, "init_from": plan.init_from,
-                "model": plan.model.model_dump(mode="json"), "info": arm.data.info,
-                "preprocessing": arm.model.preprocessing,
-                "parts": {name: {"pretrained": part.pretrained, "owner": part.owner,
-                                 "blocks": [b for b, _ in part.blocks]} for name, part in arm.model.parts.items()}}
+        return {
+            "task": plan.task,
+            "pipeline": p.config.name,
+            "stage": plan.name,
+            "arm": arm.name,
+            "seed": arm.seed,
+            "strategy": arm.strategy.name,
+            "strategy_config": arm.strategy.config.model_dump(mode="json"),
+            "backbone": plan.model.backbone,
+            "arch": arm.model.arch,
+            "pretrained": pretrained,
+            "weights": plan.model.weights,
+            "init_from": plan.init_from,
+            "model": plan.model.model_dump(mode="json"),
+            "info": arm.data.info,
+            "preprocessing": arm.model.preprocessing,
+            "parts": {
+                name: {"pretrained": part.pretrained, "owner": part.owner, "blocks": [b for b, _ in part.blocks]}
+                for name, part in arm.model.parts.items()
+            },
+        }
 
 
 def _uses_fused_kernels(task: Task, strategy: Strategy) -> bool:
     """Whether an arm trains from the feature cache with the fused ops (when they build)."""
     cache = strategy.config.cache
-    return (strategy.frozen_backbone and cache.enabled and cache.kernels != "torch"
-            and task.supports_feature_cache)
+    return strategy.frozen_backbone and cache.enabled and cache.kernels != "torch" and task.supports_feature_cache

@@ -71,13 +71,31 @@ def plan_stages(config: PipelineConfig) -> list[StagePlan]:
             primary = st.strategy
             for key, value in (("task", task), ("data", data), ("model", model), ("strategy", primary)):
                 if value is None:
-                    errors.append((f"{loc}.{key}", "required key is missing (and the pipeline has no top-level default)"
-                                   if key != "strategy" else "required key is missing: the stage's primary arm"))
+                    errors.append(
+                        (
+                            f"{loc}.{key}",
+                            "required key is missing (and the pipeline has no top-level default)"
+                            if key != "strategy"
+                            else "required key is missing: the stage's primary arm",
+                        )
+                    )
             if errors:
                 continue
             arms = [primary, *(st.compare or []), *([st.baseline] if st.baseline else [])]
-            stages.append(StagePlan(st.name, task, data, model, arms, _merge_train(config.train, st.train),
-                                    st.init_from, st.baseline.arm if st.baseline else None, dict(st.extra_data), loc))
+            stages.append(
+                StagePlan(
+                    st.name,
+                    task,
+                    data,
+                    model,
+                    arms,
+                    _merge_train(config.train, st.train),
+                    st.init_from,
+                    st.baseline.arm if st.baseline else None,
+                    dict(st.extra_data),
+                    loc,
+                )
+            )
         if errors:
             raise ConfigError(errors)
         return stages
@@ -88,14 +106,29 @@ def plan_stages(config: PipelineConfig) -> list[StagePlan]:
     if errors:
         raise ConfigError(errors)
     arms = [config.strategy, *config.compare, *([config.baseline] if config.baseline else [])]
-    main = StagePlan(MAIN_STAGE, config.task, config.data, config.model, arms, config.train,
-                     baseline=config.baseline.arm if config.baseline else None)
+    main = StagePlan(
+        MAIN_STAGE,
+        config.task,
+        config.data,
+        config.model,
+        arms,
+        config.train,
+        baseline=config.baseline.arm if config.baseline else None,
+    )
     if config.source is None:
         return [main]
     src = config.source
-    source_arm = StrategyConfig(name="fine-tune" if src.weights else "scratch", label=SOURCE_STAGE,
-                                backbone_lr_mult=1.0)
-    source = StagePlan(SOURCE_STAGE, config.task, src.data, config.model.model_copy(update={"weights": src.weights}),
-                       [source_arm], src.train, loc="source")
+    source_arm = StrategyConfig(
+        name="fine-tune" if src.weights else "scratch", label=SOURCE_STAGE, backbone_lr_mult=1.0
+    )
+    source = StagePlan(
+        SOURCE_STAGE,
+        config.task,
+        src.data,
+        config.model.model_copy(update={"weights": src.weights}),
+        [source_arm],
+        src.train,
+        loc="source",
+    )
     main.init_from = SOURCE_STAGE
     return [source, main]

@@ -22,22 +22,34 @@ def model_file(run_dir: Path, *, arm: str | None = None, stage: str | None = Non
     if arm is None and stage is None and seed is None:
         path = run_dir / "checkpoint.safetensors"
         if not path.is_file():
-            raise RunError(f"{run_dir} has no checkpoint.safetensors; did the run complete? "
-                           f"(`tlengine run --resume {run_dir}` finishes it)")
+            raise RunError(
+                f"{run_dir} has no checkpoint.safetensors; did the run complete? "
+                f"(`tlengine run --resume {run_dir}` finishes it)"
+            )
         return path
-    finished = sorted((p.parent.relative_to(run_dir / "arms").as_posix()
-                       for p in (run_dir / "arms").glob("*/*/seed*/model.safetensors")),
-                      key=lambda f: (f.split("/")[0], f.split("/")[1], int(f.split("/")[2][4:] or 0)))
-    matches = [f for f in finished
-               if (stage is None or f.split("/")[0] == stage) and (arm is None or f.split("/")[1] == arm)
-               and (seed is None or f.split("/")[2] == f"seed{seed}")]
+    finished = sorted(
+        (
+            p.parent.relative_to(run_dir / "arms").as_posix()
+            for p in (run_dir / "arms").glob("*/*/seed*/model.safetensors")
+        ),
+        key=lambda f: (f.split("/")[0], f.split("/")[1], int(f.split("/")[2][4:] or 0)),
+    )
+    matches = [
+        f
+        for f in finished
+        if (stage is None or f.split("/")[0] == stage)
+        and (arm is None or f.split("/")[1] == arm)
+        and (seed is None or f.split("/")[2] == f"seed{seed}")
+    ]
     if stage is None and matches:
         last_stage = _last_stage(run_dir) or matches[-1].split("/")[0]
         matches = [f for f in matches if f.split("/")[0] == last_stage] or matches
     if not matches:
-        raise RunError(f"{run_dir} has no finished model for"
-                       + "".join(f" {k} {v}" for k, v in (("stage", stage), ("arm", arm), ("seed", seed)) if v is not None)
-                       + (f"; finished: {', '.join(finished)}" if finished else "; did the run complete?"))
+        raise RunError(
+            f"{run_dir} has no finished model for"
+            + "".join(f" {k} {v}" for k, v in (("stage", stage), ("arm", arm), ("seed", seed)) if v is not None)
+            + (f"; finished: {', '.join(finished)}" if finished else "; did the run complete?")
+        )
     return run_dir / "arms" / matches[0] / "model.safetensors"
 
 
@@ -51,8 +63,9 @@ def _last_stage(run_dir: Path) -> str | None:
         return None
 
 
-def load_run_model(registries: Registries, run_dir: Path, *, arm: str | None = None, stage: str | None = None,
-                   seed: int | None = None) -> tuple[Task, TransferModel, dict[str, Any]]:
+def load_run_model(
+    registries: Registries, run_dir: Path, *, arm: str | None = None, stage: str | None = None, seed: int | None = None
+) -> tuple[Task, TransferModel, dict[str, Any]]:
     """(task, model in eval mode, checkpoint metadata) of a finished run (or one arm of it).
 
     The model is rebuilt from its config with random init, the strategy re-adds its own
@@ -71,8 +84,9 @@ def load_run_model(registries: Registries, run_dir: Path, *, arm: str | None = N
         registries.strategies.get(strategy_cfg.name)(strategy_cfg).prepare(model, None)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise RunError(f"checkpoint {path} does not match its model ({len(missing)} missing, "
-                       f"{len(unexpected)} unexpected keys)")
+        raise RunError(
+            f"checkpoint {path} does not match its model ({len(missing)} missing, {len(unexpected)} unexpected keys)"
+        )
     model.preprocessing = meta["preprocessing"]
     model.eval()
     return task, model, meta

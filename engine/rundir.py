@@ -73,9 +73,12 @@ class RunDirectory:
             if not output.is_dir():
                 raise RunError(f"--output {output} is an existing file, not a directory; choose a new directory")
             if any(output.iterdir()):
-                hint = (f", or continue it with `tlengine run --resume {output}`"
-                        if (output / "run.json").is_file() else "")
-                raise RunError(f"output directory {output} already exists and is not empty; choose another --output{hint}")
+                hint = (
+                    f", or continue it with `tlengine run --resume {output}`" if (output / "run.json").is_file() else ""
+                )
+                raise RunError(
+                    f"output directory {output} already exists and is not empty; choose another --output{hint}"
+                )
         probe = target
         while not probe.exists():
             probe = probe.parent
@@ -84,8 +87,14 @@ class RunDirectory:
 
     def write_start(self, config_yaml: str, run_info: dict[str, Any]) -> None:
         write_text(self.path / "config.yaml", config_yaml)
-        write_json(self.path / "run.json", {**run_info, "tlengine_version": __version__,
-                                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        write_json(
+            self.path / "run.json",
+            {
+                **run_info,
+                "tlengine_version": __version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
         write_text(self.path / "metrics.jsonl", "")
 
     # ------------------------------------------------------------------ reopening
@@ -167,6 +176,15 @@ def result_to_json(r: ArmResult) -> dict[str, Any]:
 
 def result_from_json(d: dict[str, Any]) -> ArmResult:
     val = Evaluation(d["val"]["metrics"], d["val"]["details"]) if d.get("val") else None
-    return ArmResult(d["name"], d["strategy"], Evaluation(d["test"]["metrics"], d["test"]["details"]), val,
-                     d["seconds"], d["epochs"], d["history"], d.get("cache"), d.get("best_epoch"),
-                     d.get("stopped_early", False))
+    return ArmResult(
+        d["name"],
+        d["strategy"],
+        Evaluation(d["test"]["metrics"], d["test"]["details"]),
+        val,
+        d["seconds"],
+        d["epochs"],
+        d["history"],
+        d.get("cache"),
+        d.get("best_epoch"),
+        d.get("stopped_early", False),
+    )

@@ -42,10 +42,12 @@ def aggregate(results: dict[int, ArmResult]) -> dict[str, Any]:
         values = [float(results[s].test.metrics[k]) for s in seeds]
         means[k], stds[k] = mean_std(values)
     entry: dict[str, Any] = {
-        "strategy": first.strategy, "metrics": means,
+        "strategy": first.strategy,
+        "metrics": means,
         "val_metrics": first.val.metrics if first.val else None,
         "seconds": round(sum(r.seconds for r in results.values()), 3),
-        "epochs": first.epochs, "best_epoch": first.best_epoch,
+        "epochs": first.epochs,
+        "best_epoch": first.best_epoch,
         "per_seed": {str(s): results[s].test.metrics for s in seeds},
     }
     if len(seeds) > 1:
@@ -77,47 +79,78 @@ def stage_arms(task: Task, results: dict[str, dict[int, ArmResult]], baseline: s
     return arms
 
 
-def build_summary(*, config: Any, stages: list[Any], tasks: dict[str, Task],
-                  results: dict[str, dict[str, dict[int, ArmResult]]], records: list[dict[str, Any]],
-                  run_dir: Path, total_seconds: float, device: str, info: dict[str, Any]) -> dict[str, Any]:
+def build_summary(
+    *,
+    config: Any,
+    stages: list[Any],
+    tasks: dict[str, Task],
+    results: dict[str, dict[str, dict[int, ArmResult]]],
+    records: list[dict[str, Any]],
+    run_dir: Path,
+    total_seconds: float,
+    device: str,
+    info: dict[str, Any],
+) -> dict[str, Any]:
     """metrics.json's content, after writing the plots and the task's reports."""
     final = stages[-1]
     task = tasks[final.name]
     primary_arm, baseline = final.arms[0].arm, final.baseline
-    stage_json = {st.name: {"task": st.task, "arms": stage_arms(tasks[st.name], results[st.name], st.baseline)}
-                  for st in stages}
+    stage_json = {
+        st.name: {"task": st.task, "arms": stage_arms(tasks[st.name], results[st.name], st.baseline)} for st in stages
+    }
     arms = stage_json[final.name]["arms"]
     metric = task.primary_metric
     directions = {k: ("max" if task.higher_is_better(k) else "min") for k in arms[primary_arm]["metrics"]}
     seeds = config.seed_list
     summary: dict[str, Any] = {
-        "task": final.task, "pipeline": config.name, "strategy": arms[primary_arm]["strategy"],
+        "task": final.task,
+        "pipeline": config.name,
+        "strategy": arms[primary_arm]["strategy"],
         "metrics": arms[primary_arm]["metrics"],
         "baseline": arms[baseline]["metrics"] if baseline in arms else None,
-        "timings": {"total_seconds": round(total_seconds, 3),
-                    **{f"{name}_seconds": a["seconds"] for name, a in arms.items()},
-                    **{f"stage_{st.name}_seconds": round(sum(a["seconds"] for a in stage_json[st.name]["arms"].values()), 3)
-                       for st in stages}},
-        "cache": {name: results[final.name][name][seeds[0]].cache for name in arms
-                  if results[final.name][name][seeds[0]].cache} or None,
-        "primary_metric": metric, "metric_directions": directions,
-        "primary_arm": primary_arm, "baseline_arm": baseline if baseline in arms else None,
-        "seeds": seeds, "arms": arms, "stages": stage_json,
-        "source": None, "device": device, "tlengine_version": __version__,
+        "timings": {
+            "total_seconds": round(total_seconds, 3),
+            **{f"{name}_seconds": a["seconds"] for name, a in arms.items()},
+            **{
+                f"stage_{st.name}_seconds": round(sum(a["seconds"] for a in stage_json[st.name]["arms"].values()), 3)
+                for st in stages
+            },
+        },
+        "cache": {
+            name: results[final.name][name][seeds[0]].cache
+            for name in arms
+            if results[final.name][name][seeds[0]].cache
+        }
+        or None,
+        "primary_metric": metric,
+        "metric_directions": directions,
+        "primary_arm": primary_arm,
+        "baseline_arm": baseline if baseline in arms else None,
+        "seeds": seeds,
+        "arms": arms,
+        "stages": stage_json,
+        "source": None,
+        "device": device,
+        "tlengine_version": __version__,
     }
     if "source" in stage_json and final.name != "source":
         src = next(iter(stage_json["source"]["arms"].values()))
         summary["source"] = {"metrics": src["metrics"], "seconds": src["seconds"], "epochs": src["epochs"]}
 
-    plot_records = [{**r, "arm": r["arm"] if r.get("stage") == final.name else f"{r.get('stage')}/{r['arm']}"}
-                    for r in records]
+    plot_records = [
+        {**r, "arm": r["arm"] if r.get("stage") == final.name else f"{r.get('stage')}/{r['arm']}"} for r in records
+    ]
     plots = plot_curves(plot_records, run_dir / "plots")
     if len(arms) > 1:
-        plots.append(plot_arm_comparison({n: a["metrics"] for n, a in arms.items()}, metric,
-                                         run_dir / "plots" / f"test_{metric}_by_arm.png",
-                                         errors={n: a.get("metrics_std", {}).get(metric, 0.0) for n, a in arms.items()}))
+        plots.append(
+            plot_arm_comparison(
+                {n: a["metrics"] for n, a in arms.items()},
+                metric,
+                run_dir / "plots" / f"test_{metric}_by_arm.png",
+                errors={n: a.get("metrics_std", {}).get(metric, 0.0) for n, a in arms.items()},
+            )
+        )
     first_seed: dict[str, Evaluation] = {n: by_seed[seeds[0]].test for n, by_seed in results[final.name].items()}
     plots += task.write_reports(run_dir, first_seed, info)
     summary["plots"] = [str(Path(p).relative_to(run_dir)) for p in plots]
     return summary
-

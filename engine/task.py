@@ -137,8 +137,9 @@ class Task(ABC):
 
     # ------------------------------------------------------------------ data and model
     @abstractmethod
-    def build_model(self, model: "ModelConfig", info: dict[str, Any], *, init: Mapping[str, bool],
-                    base_dir: Path) -> "TransferModel":
+    def build_model(
+        self, model: "ModelConfig", info: dict[str, Any], *, init: Mapping[str, bool], base_dir: Path
+    ) -> "TransferModel":
         """The model for this task. ``init[part]`` says whether pretrained part ``part``
         (one of ``pretrained_parts``) loads ``model.weights`` (True) or starts random
         (False, e.g. the scratch arm). ``info`` is ``TaskData.info``."""
@@ -149,8 +150,7 @@ class Task(ABC):
         data is built; loading the weights here lets bad weights fail before a run starts."""
 
     @abstractmethod
-    def build_data(self, data: "DataConfig", *, preprocessing: dict[str, Any], base_dir: Path,
-                   seed: int) -> TaskData:
+    def build_data(self, data: "DataConfig", *, preprocessing: dict[str, Any], base_dir: Path, seed: int) -> TaskData:
         """Read or generate the dataset, split it, and attach transforms that produce
         what the model's ``preprocessing`` asks for. Raise DataError on bad data."""
 
@@ -160,8 +160,9 @@ class Task(ABC):
         run directory exists."""
         return []
 
-    def init_from_state(self, model: "TransferModel", state: Mapping[str, torch.Tensor], parts: Sequence[str],
-                        *, source: str) -> None:
+    def init_from_state(
+        self, model: "TransferModel", state: Mapping[str, torch.Tensor], parts: Sequence[str], *, source: str
+    ) -> None:
         """Load the pretrained ``parts`` of ``model`` from an earlier stage's state dict
         (``init_from``). Default: each part's ``<part>.*`` tensors, strictly. Override
         when the earlier stage's model names its parts differently."""
@@ -177,13 +178,20 @@ class Task(ABC):
         inputs, targets = batch
         return to_device(inputs, device), to_device(targets, device)
 
-    def loader(self, dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int,
-               num_workers: int = 0) -> DataLoader:
+    def loader(
+        self, dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+    ) -> DataLoader:
         """A DataLoader whose order depends only on ``seed`` (so resumed runs match)."""
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=num_workers, collate_fn=self.collate,
-                          persistent_workers=False)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=num_workers,
+            collate_fn=self.collate,
+            persistent_workers=False,
+        )
 
     @abstractmethod
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
@@ -197,8 +205,7 @@ class Task(ABC):
 
     # ------------------------------------------------------------------ evaluation
     @abstractmethod
-    def evaluate(self, model: Any, loader: DataLoader, device: torch.device,
-                 info: dict[str, Any]) -> Evaluation:
+    def evaluate(self, model: Any, loader: DataLoader, device: torch.device, info: dict[str, Any]) -> Evaluation:
         """Metrics of ``model`` over ``loader`` (model is in eval mode, under no_grad).
         ``info`` is ``TaskData.info`` (e.g. class names)."""
 
@@ -235,9 +242,18 @@ class Task(ABC):
         """A string that changes whenever the samples of ``dataset`` change (cache key part)."""
         raise NotImplementedError
 
-    def extraction_batches(self, dataset: Dataset, *, indices: torch.Tensor, view: int, seed: int, batch_size: int,
-                           preprocessing: dict[str, Any], kernels: str, train: bool
-                           ) -> Iterator[tuple[Any, torch.Tensor]]:
+    def extraction_batches(
+        self,
+        dataset: Dataset,
+        *,
+        indices: torch.Tensor,
+        view: int,
+        seed: int,
+        batch_size: int,
+        preprocessing: dict[str, Any],
+        kernels: str,
+        train: bool,
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
         """Inputs of the frozen part for the samples ``indices`` of ``dataset`` under
         augmented view ``view`` (0 = the plain eval view; others deterministic in (seed,
         sample, view)), as ``(inputs, sample_indices)`` batches. ``kernels`` is "auto",
@@ -245,8 +261,15 @@ class Task(ABC):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ inference
-    def predict(self, model: "TransferModel", inputs: Sequence[PredictInput], info: dict[str, Any], *,
-                options: Mapping[str, Any], device: torch.device | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        model: "TransferModel",
+        inputs: Sequence[PredictInput],
+        info: dict[str, Any],
+        *,
+        options: Mapping[str, Any],
+        device: torch.device | None = None,
+    ) -> list[dict[str, Any]]:
         """Predictions for files or strings, one JSON-ready dict per input (with ``input``).
         ``options`` come from the command line (e.g. ``top_k``)."""
         raise NotImplementedError(f"task '{self.name}' does not support predict")

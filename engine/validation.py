@@ -23,7 +23,7 @@ from .registry import Registries
 class LoadedPipeline:
     config: PipelineConfig
     base_dir: Path  # relative data roots and weight files are resolved here
-    source: str     # the file it came from
+    source: str  # the file it came from
 
 
 def resolve_pipeline_file(pipeline: str, registries: Registries) -> tuple[Path, Path]:
@@ -36,15 +36,13 @@ def resolve_pipeline_file(pipeline: str, registries: Registries) -> tuple[Path, 
     if path.is_file():
         return path, path.resolve().parent
     if path.is_dir():
-        hint = (f"; to continue that run use `tlengine run --resume {pipeline}`"
-                if (path / "run.json").is_file() else "")
+        hint = f"; to continue that run use `tlengine run --resume {pipeline}`" if (path / "run.json").is_file() else ""
         raise TLEngineError(f"pipeline {pipeline} is a directory, not a YAML file{hint}")
     if path.suffix in (".yaml", ".yml") or "/" in pipeline or path.exists():
         raise TLEngineError(f"pipeline file {pipeline} does not exist")
     entry = registries.pipelines.find(pipeline)
     if entry is None:
-        raise UnknownNameError(registries.pipelines.unknown_message(pipeline)
-                               + " (or give the path of a YAML file)")
+        raise UnknownNameError(registries.pipelines.unknown_message(pipeline) + " (or give the path of a YAML file)")
     return Path(entry.obj), Path.cwd()
 
 
@@ -131,12 +129,22 @@ def _check_stage(stage: StagePlan, earlier: list[str], registries: Registries, b
         errors.append((where("name"), f"stage name '{stage.name}' is used twice"))
     if stage.init_from is not None:
         if stage.init_from not in earlier:
-            errors.append((where("init_from"), f"'{stage.init_from}' is not an earlier stage"
-                           + (f" (earlier: {', '.join(earlier)})" if earlier else " (this is the first stage)")))
+            errors.append(
+                (
+                    where("init_from"),
+                    f"'{stage.init_from}' is not an earlier stage"
+                    + (f" (earlier: {', '.join(earlier)})" if earlier else " (this is the first stage)"),
+                )
+            )
         if stage.model.weights is not None:
             field = "model.weights" if stage.loc in ("", "source") else where("model.weights")
-            errors.append((field, "must be null when the stage starts from an earlier stage: its pretrained "
-                           "parts come from there (put initial weights in the first stage, e.g. source.weights)"))
+            errors.append(
+                (
+                    field,
+                    "must be null when the stage starts from an earlier stage: its pretrained "
+                    "parts come from there (put initial weights in the first stage, e.g. source.weights)",
+                )
+            )
     task_entry = registries.tasks.find(stage.task)
     if task_entry is None:
         errors.append((where("task") if stage.loc else "task", registries.tasks.unknown_message(stage.task)))
@@ -151,8 +159,10 @@ def _check_stage(stage: StagePlan, earlier: list[str], registries: Registries, b
         errors.append((data_loc, "val_fraction + test_fraction leave less than 10% for training"))
     task_cls = task_entry.obj if task_entry is not None else None
     if task_cls is not None:
-        for loc, section, schema in ((data_loc, stage.data, task_cls.DataOptions),
-                                     (model_loc, stage.model, task_cls.ModelOptions)):
+        for loc, section, schema in (
+            (data_loc, stage.data, task_cls.DataOptions),
+            (model_loc, stage.model, task_cls.ModelOptions),
+        ):
             try:
                 schema.model_validate(section.task_options)
             except ValidationError as exc:
@@ -167,14 +177,19 @@ def _check_stage(stage: StagePlan, earlier: list[str], registries: Registries, b
     for loc, arm in zip(_arm_locs(stage), stage.arms):
         errors += _check_arm(arm, loc, stage, task_cls, registries)
         if arm.arm in labels:
-            errors.append((f"{loc}.label", f"arm name '{arm.arm}' is used twice (also at {labels[arm.arm]}); "
-                           "give one of them a label"))
+            errors.append(
+                (
+                    f"{loc}.label",
+                    f"arm name '{arm.arm}' is used twice (also at {labels[arm.arm]}); give one of them a label",
+                )
+            )
         labels[arm.arm] = loc
     return errors
 
 
-def _check_arm(arm: StrategyConfig, loc: str, stage: StagePlan, task_cls: Any, registries: Registries
-               ) -> list[tuple[str, str]]:
+def _check_arm(
+    arm: StrategyConfig, loc: str, stage: StagePlan, task_cls: Any, registries: Registries
+) -> list[tuple[str, str]]:
     entry = registries.strategies.find(arm.name)
     if entry is None:
         return [(f"{loc}.name", registries.strategies.unknown_message(arm.name))]
@@ -186,16 +201,31 @@ def _check_arm(arm: StrategyConfig, loc: str, stage: StagePlan, task_cls: Any, r
         errors += pydantic_errors(exc, prefix=f"{loc}.args.")
     for name in getattr(strategy_cls, "extra_data", ()):
         if name not in stage.extra_data:
-            errors.append((f"{loc}.name", f"strategy '{arm.name}' needs the extra dataset '{name}': add "
-                           f"{stage.where('extra_data')}.{name} to the stage"))
+            errors.append(
+                (
+                    f"{loc}.name",
+                    f"strategy '{arm.name}' needs the extra dataset '{name}': add "
+                    f"{stage.where('extra_data')}.{name} to the stage",
+                )
+            )
     known_parts = getattr(task_cls, "pretrained_parts", ()) if task_cls is not None else ()
     for part, plan in arm.parts.items():
         if task_cls is not None and part not in known_parts:
-            errors.append((f"{loc}.parts.{part}", f"task '{stage.task}' has no pretrained part '{part}' "
-                           f"(its pretrained parts: {', '.join(known_parts) or 'none'})"))
+            errors.append(
+                (
+                    f"{loc}.parts.{part}",
+                    f"task '{stage.task}' has no pretrained part '{part}' "
+                    f"(its pretrained parts: {', '.join(known_parts) or 'none'})",
+                )
+            )
         if getattr(strategy_cls, "frozen_backbone", False) and plan.unfreeze not in (None, 0):
-            errors.append((f"{loc}.parts.{part}.unfreeze", f"strategy '{arm.name}' keeps every pretrained part "
-                           "frozen (that is what lets it train from the feature cache); use fine-tune to train blocks"))
+            errors.append(
+                (
+                    f"{loc}.parts.{part}.unfreeze",
+                    f"strategy '{arm.name}' keeps every pretrained part "
+                    "frozen (that is what lets it train from the feature cache); use fine-tune to train blocks",
+                )
+            )
     if arm.cache.storage == "disk" and arm.cache.enabled and getattr(strategy_cls, "frozen_backbone", False):
         from .cache import check_cache_root
 
@@ -205,8 +235,7 @@ def _check_arm(arm: StrategyConfig, loc: str, stage: StagePlan, task_cls: Any, r
     return errors
 
 
-def check_data(data: DataConfig, loc: str, task: str, registries: Registries, base_dir: Path
-               ) -> list[tuple[str, str]]:
+def check_data(data: DataConfig, loc: str, task: str, registries: Registries, base_dir: Path) -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
     entry = registries.datasets.find(data.dataset)
     if entry is None:

@@ -110,8 +110,10 @@ def _load_torch(path: Path) -> object:
     except Exception:  # a damaged zip: RuntimeError, or OSError(EINVAL) from a seek; EOFError if empty
         refused = False
     if refused:
-        raise WeightsError(f"{path} is not a plain tensor state dict (it holds pickled code, which tlengine "
-                           "refuses to run); re-save it with torch.save(model.state_dict()) or as .safetensors")
+        raise WeightsError(
+            f"{path} is not a plain tensor state dict (it holds pickled code, which tlengine "
+            "refuses to run); re-save it with torch.save(model.state_dict()) or as .safetensors"
+        )
     raise WeightsError(f"weights file {path} is corrupt or truncated (not a readable PyTorch or safetensors file)")
 
 
@@ -159,8 +161,11 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], *, what
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:

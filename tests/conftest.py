@@ -18,9 +18,12 @@ TINY = {
     "name": "tiny",
     "task": "image-classification",
     "seed": 0,
-    "data": {"dataset": "synthetic-shapes",
-             "args": {"shapes": ["circle", "square", "triangle"], "per_class": 10, "size": 32, "seed": 3},
-             "val_fraction": 0.2, "test_fraction": 0.3},
+    "data": {
+        "dataset": "synthetic-shapes",
+        "args": {"shapes": ["circle", "square", "triangle"], "per_class": 10, "size": 32, "seed": 3},
+        "val_fraction": 0.2,
+        "test_fraction": 0.3,
+    },
     "model": {"backbone": "tiny-cnn", "weights": None, "input_size": 32},
     "strategy": {"name": "fine-tune", "backbone_lr_mult": 0.5},
     "baseline": {"name": "scratch"},
@@ -46,12 +49,19 @@ def write_pipeline(tmp_path: Path):
     return write
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
-            ) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run ``tlengine ARGS`` in a subprocess (as a user would), capturing output."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tlengine", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tlengine", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

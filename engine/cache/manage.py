@@ -36,23 +36,25 @@ def list_caches(root: Path | str | None = None) -> list[dict[str, Any]]:
         meta = read_meta(entry)
         if meta is None:
             continue
-        out.append({
-            "digest": entry.name,
-            "path": entry,
-            "size": _disk_usage(entry),
-            "bytes": int(meta.get("bytes", 0)),
-            "key": meta["key"],
-            "created": meta.get("created"),
-            "last_used": meta.get("last_used"),
-            "hits": int(meta.get("hits", 0)),
-            "complete": bool(meta["complete"]),
-            "rows_filled": _rows_filled(entry / FILLED),
-            "rows_total": int(meta["rows"]),
-            "row_dim": int(meta["row_dim"]),
-            "dtype": meta.get("dtype"),
-            "views": meta.get("views"),
-            "shard": meta.get("shard"),
-        })
+        out.append(
+            {
+                "digest": entry.name,
+                "path": entry,
+                "size": _disk_usage(entry),
+                "bytes": int(meta.get("bytes", 0)),
+                "key": meta["key"],
+                "created": meta.get("created"),
+                "last_used": meta.get("last_used"),
+                "hits": int(meta.get("hits", 0)),
+                "complete": bool(meta["complete"]),
+                "rows_filled": _rows_filled(entry / FILLED),
+                "rows_total": int(meta["rows"]),
+                "row_dim": int(meta["row_dim"]),
+                "dtype": meta.get("dtype"),
+                "views": meta.get("views"),
+                "shard": meta.get("shard"),
+            }
+        )
     out.sort(key=lambda c: (c["created"] or "", c["digest"]))
     return out
 
@@ -88,8 +90,9 @@ def remove_caches(selectors: list[str], *, root: Path | str | None = None, all: 
             try:
                 lock = CacheLock(path.parent, path.name)
             except RuntimeError:
-                raise TLEngineError(f"feature cache {path.name} is open in this process; close it before removing it") \
-                    from None
+                raise TLEngineError(
+                    f"feature cache {path.name} is open in this process; close it before removing it"
+                ) from None
             locks.append(lock)
             if not lock.acquire(shared=False, wait=False):
                 raise TLEngineError(f"feature cache {path.name} is in use by another process; not removing it")

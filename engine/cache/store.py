@@ -42,11 +42,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-
 from tlengine.atomic import write_json, write_text
 from tlengine.cache.key import DIGEST_CHARS, FORMAT_VERSION, CacheKey
 from tlengine.errors import TLEngineError
-
 from tlengine.kernels.reference import last_occurrence
 
 try:
@@ -100,12 +98,28 @@ class FeatureCache:
     """One feature cache. Create with :meth:`open`; use as a context manager or call
     :meth:`close` (which commits) when done."""
 
-    def __init__(self, *, key: CacheKey, num_samples: int, row_dim: int, storage: Storage,
-                 path: Path | None, device: torch.device, shard: tuple[int, int], data: torch.Tensor,
-                 scales: torch.Tensor, filled: torch.Tensor, filled_map: torch.Tensor | None,
-                 fds: dict[str, int], meta: dict[str, Any] | None, complete: bool, commit_every: int,
-                 lock: "CacheLock | None" = None, kernels: Kernels = "auto",
-                 sums: "RowSums | None" = None) -> None:
+    def __init__(
+        self,
+        *,
+        key: CacheKey,
+        num_samples: int,
+        row_dim: int,
+        storage: Storage,
+        path: Path | None,
+        device: torch.device,
+        shard: tuple[int, int],
+        data: torch.Tensor,
+        scales: torch.Tensor,
+        filled: torch.Tensor,
+        filled_map: torch.Tensor | None,
+        fds: dict[str, int],
+        meta: dict[str, Any] | None,
+        complete: bool,
+        commit_every: int,
+        lock: "CacheLock | None" = None,
+        kernels: Kernels = "auto",
+        sums: "RowSums | None" = None,
+    ) -> None:
         self.key = key
         self.num_samples = num_samples
         self.views = key.views
@@ -114,13 +128,13 @@ class FeatureCache:
         self.path = path
         self.device = device
         self.shard = shard
-        self.data = data            # [R, D_row], key dtype
-        self.scales = scales        # float32 [R]
-        self._filled = filled       # bool [R] on device: committed or written in this process
+        self.data = data  # [R, D_row], key dtype
+        self.scales = scales  # float32 [R]
+        self._filled = filled  # bool [R] on device: committed or written in this process
         self._filled_map = filled_map  # uint8 [R] memory map (disk only): the durable flags
         self._fds = fds
         self._meta = meta
-        self._sums = sums           # disk only: per-chunk checksums of the committed rows
+        self._sums = sums  # disk only: per-chunk checksums of the committed rows
         self._complete = complete
         self._commit_every = commit_every
         self._pending: list[torch.Tensor] = []  # CPU int64 row ids written since the last commit
@@ -136,9 +150,19 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, key: CacheKey, *, num_samples: int, row_dim: int, storage: Storage = "memory",
-             root: Path | str | None = None, device: torch.device | str = "cpu",
-             shard: tuple[int, int] = (0, 1), commit_every: int = 32, kernels: Kernels = "auto") -> "FeatureCache":
+    def open(
+        cls,
+        key: CacheKey,
+        *,
+        num_samples: int,
+        row_dim: int,
+        storage: Storage = "memory",
+        root: Path | str | None = None,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+        commit_every: int = 32,
+        kernels: Kernels = "auto",
+    ) -> "FeatureCache":
         """Open (create, resume or reuse) the cache for ``key``.
 
         ``row_dim``: values per row after pooling (see :func:`row_dim_for`). ``storage``:
@@ -159,21 +183,38 @@ class FeatureCache:
         device = torch.device(device)
         rows = num_samples * key.views
         _ops(kernels)  # fail before touching any file
-        common = dict(key=key, num_samples=num_samples, row_dim=row_dim, device=device,
-                      shard=(rank, world), commit_every=commit_every, kernels=kernels)
+        common = dict(
+            key=key,
+            num_samples=num_samples,
+            row_dim=row_dim,
+            device=device,
+            shard=(rank, world),
+            commit_every=commit_every,
+            kernels=kernels,
+        )
         if storage == "memory":
-            return cls(storage="memory", path=None,
-                       data=torch.zeros(rows, row_dim, dtype=key.torch_dtype, device=device),
-                       scales=torch.ones(rows, dtype=torch.float32, device=device),
-                       filled=torch.zeros(rows, dtype=torch.bool, device=device), filled_map=None,
-                       fds={}, meta=None, complete=False, **common)
+            return cls(
+                storage="memory",
+                path=None,
+                data=torch.zeros(rows, row_dim, dtype=key.torch_dtype, device=device),
+                scales=torch.ones(rows, dtype=torch.float32, device=device),
+                filled=torch.zeros(rows, dtype=torch.bool, device=device),
+                filled_map=None,
+                fds={},
+                meta=None,
+                complete=False,
+                **common,
+            )
         if storage != "disk":
             raise ValueError(f"storage must be 'memory' or 'disk', got '{storage}'")
         if device.type != "cpu":
-            raise ValueError(f"disk caches are memory-mapped on the CPU; got device '{device}' "
-                             "(use storage='memory' to keep the cache on a GPU)")
+            raise ValueError(
+                f"disk caches are memory-mapped on the CPU; got device '{device}' "
+                "(use storage='memory' to keep the cache on a GPU)"
+            )
         if root is None:
             from tlengine.cache.manage import default_root
+
             root = default_root()
         path = Path(root) / cache_dir_name(key, (rank, world))
         identity = _identity(key, num_samples, row_dim, (rank, world))
@@ -190,8 +231,9 @@ class FeatureCache:
                 lock.acquire(shared=False)
                 meta = _prepare_dir(path, identity, sizes)
             fds.update({name: os.open(path / name, os.O_RDWR) for name in (DATA, SCALES, FILLED)})
-            data = torch.from_file(str(path / DATA), shared=True, size=rows * row_dim,
-                                   dtype=key.torch_dtype).view(rows, row_dim)
+            data = torch.from_file(str(path / DATA), shared=True, size=rows * row_dim, dtype=key.torch_dtype).view(
+                rows, row_dim
+            )
             scales = torch.from_file(str(path / SCALES), shared=True, size=rows, dtype=torch.float32)
             filled_map = torch.from_file(str(path / FILLED), shared=True, size=rows, dtype=torch.uint8)
             sums = RowSums(path, data, scales, filled_map, fds[FILLED])
@@ -202,9 +244,20 @@ class FeatureCache:
             _close_fds(fds)
             lock.release()
             raise
-        cache = cls(storage="disk", path=path, data=data, scales=scales, filled=filled_map != 0,
-                    filled_map=filled_map, fds=fds, meta=meta, complete=bool(meta["complete"]), lock=lock,
-                    sums=sums, **common)
+        cache = cls(
+            storage="disk",
+            path=path,
+            data=data,
+            scales=scales,
+            filled=filled_map != 0,
+            filled_map=filled_map,
+            fds=fds,
+            meta=meta,
+            complete=bool(meta["complete"]),
+            lock=lock,
+            sums=sums,
+            **common,
+        )
         meta["last_used"] = _now()
         if cache._rows_reused:
             meta["hits"] = int(meta.get("hits", 0)) + 1
@@ -259,8 +312,14 @@ class FeatureCache:
         return torch.randint(0, self.views, (n,), generator=gen, dtype=torch.int64)
 
     # ------------------------------------------------------------------ writing
-    def write(self, features: torch.Tensor, rows: torch.Tensor, *, pooling: str | None = None,
-              l2_normalize: bool | None = None) -> None:
+    def write(
+        self,
+        features: torch.Tensor,
+        rows: torch.Tensor,
+        *,
+        pooling: str | None = None,
+        l2_normalize: bool | None = None,
+    ) -> None:
         """Pool, normalise and quantise ``features`` ([N,C,H,W] or [N,T,D]) into ``rows`` [N].
 
         ``pooling`` / ``l2_normalize`` default to the key's and must agree with it: the key
@@ -342,8 +401,10 @@ class FeatureCache:
         ok = self._filled[rows]
         if not bool(ok.all()):
             bad = rows[~ok][:8].tolist()
-            raise CacheMissError(f"feature cache rows {bad}{'...' if int((~ok).sum()) > 8 else ''} were read "
-                                 "before being written (extract missing() rows first)")
+            raise CacheMissError(
+                f"feature cache rows {bad}{'...' if int((~ok).sum()) > 8 else ''} were read "
+                "before being written (extract missing() rows first)"
+            )
         self._hits += rows.numel()
         return self._gather(self.data, self.scales, rows, dtype)
 
@@ -387,9 +448,11 @@ class FeatureCache:
 
     def __repr__(self) -> str:
         where = self.path if self.path is not None else self.device
-        return (f"FeatureCache({self.key.backbone}/{self.key.layer}, {self.rows}x{self.row_dim} {self.key.dtype}, "
-                f"{self.storage} {where}, {self.rows - int((~self._filled).sum()) if not self._closed else '?'}"
-                f"/{self.rows} filled)")
+        return (
+            f"FeatureCache({self.key.backbone}/{self.key.layer}, {self.rows}x{self.row_dim} {self.key.dtype}, "
+            f"{self.storage} {where}, {self.rows - int((~self._filled).sum()) if not self._closed else '?'}"
+            f"/{self.rows} filled)"
+        )
 
     def _row_ids(self, rows: torch.Tensor) -> torch.Tensor:
         """``rows`` as int64 on the cache device, each in [0, R)."""
@@ -408,8 +471,14 @@ class FeatureCache:
         n = features.shape[0]
         stage = torch.empty(n, self.row_dim, dtype=self.data.dtype, device=features.device)
         stage_scales = torch.empty(n, dtype=torch.float32, device=features.device)
-        self._scatter(features, stage, stage_scales, torch.arange(n, device=features.device),
-                      self.key.pooling, self.key.l2_normalize)
+        self._scatter(
+            features,
+            stage,
+            stage_scales,
+            torch.arange(n, device=features.device),
+            self.key.pooling,
+            self.key.l2_normalize,
+        )
         winners = last_occurrence(rows)  # same rule as the kernel: a repeated row's last write wins
         target = rows[winners]
         self.data[target] = stage.to(self.device)[winners]
@@ -489,12 +558,13 @@ class RowSums:
     goes through :meth:`set_flags`.
     """
 
-    def __init__(self, path: Path, data: torch.Tensor, scales: torch.Tensor, flags: torch.Tensor,
-                 flags_fd: int) -> None:
+    def __init__(
+        self, path: Path, data: torch.Tensor, scales: torch.Tensor, flags: torch.Tensor, flags_fd: int
+    ) -> None:
         self.path = path
         self._raw = data.view(torch.uint8)  # [R, row bytes]: any dtype as bytes (numpy has no bfloat16)
         self._scales = scales
-        self._flags = flags                 # the memory-mapped filled.bin
+        self._flags = flags  # the memory-mapped filled.bin
         self._fd = flags_fd
         self.rows = flags.numel()
         self.chunk_rows = max(1, _SUM_CHUNK_BYTES // (self._raw.shape[1] + 4))
@@ -522,10 +592,15 @@ class RowSums:
             sums.append(now)
         if bad_rows:
             _datasync(self._fd)
-            why = (f"have no checksums ({SUMS} is missing or unreadable)" if stored is None else
-                   "do not match their checksums (changed on disk after they were written)")
-            echo(f"feature cache {self.path}: {bad_rows} committed rows in {bad_chunks} "
-                 f"chunk{'s' if bad_chunks > 1 else ''} {why}; extracting them again")
+            why = (
+                f"have no checksums ({SUMS} is missing or unreadable)"
+                if stored is None
+                else "do not match their checksums (changed on disk after they were written)"
+            )
+            echo(
+                f"feature cache {self.path}: {bad_rows} committed rows in {bad_chunks} "
+                f"chunk{'s' if bad_chunks > 1 else ''} {why}; extracting them again"
+            )
         self._sums = sums
         if stored != [[x] for x in sums]:
             self._write([[x] for x in sums])
@@ -540,7 +615,7 @@ class RowSums:
         after: dict[int, str] = {}
         for c, part in zip(ids.tolist(), torch.split(rows, counts.tolist())):
             start, _ = self._bounds(c)
-            flags = self._flags[start:start + self.chunk_rows].clone()
+            flags = self._flags[start : start + self.chunk_rows].clone()
             flags[part - start] = value
             after[c] = self._sum(c, flags)
         self._write([[old] if after.get(c, old) == old else [old, after[c]] for c, old in enumerate(sums)])
@@ -581,16 +656,21 @@ class RowSums:
         if not isinstance(obj, dict):
             return None
         chunk_rows, chunks = obj.get("chunk_rows"), obj.get("chunks")
-        if not (isinstance(chunk_rows, int) and chunk_rows >= 1 and isinstance(chunks, list)
-                and len(chunks) == -(-self.rows // chunk_rows)
-                and all(isinstance(e, list) and all(isinstance(x, str) for x in e) for e in chunks)):
+        if not (
+            isinstance(chunk_rows, int)
+            and chunk_rows >= 1
+            and isinstance(chunks, list)
+            and len(chunks) == -(-self.rows // chunk_rows)
+            and all(isinstance(e, list) and all(isinstance(x, str) for x in e) for e in chunks)
+        ):
             return None
         self.chunk_rows = chunk_rows
         return chunks
 
     def _write(self, chunks: list[list[str]]) -> None:
-        text = json.dumps({"algorithm": "blake2b-128", "chunk_rows": self.chunk_rows, "chunks": chunks},
-                          separators=(",", ":"))
+        text = json.dumps(
+            {"algorithm": "blake2b-128", "chunk_rows": self.chunk_rows, "chunks": chunks}, separators=(",", ":")
+        )
         write_text(self.path / SUMS, text + "\n")
 
 
@@ -673,8 +753,9 @@ def remove_cache_dir(path: Path) -> None:
     entries = list(path.iterdir())
     foreign = [e.name for e in entries if not _is_cache_file(e)]
     if foreign:
-        raise TLEngineError(f"{path} holds files that are not part of a feature cache ({', '.join(sorted(foreign))}); "
-                            "not deleting it")
+        raise TLEngineError(
+            f"{path} holds files that are not part of a feature cache ({', '.join(sorted(foreign))}); not deleting it"
+        )
     for entry in entries:
         entry.unlink()
     path.rmdir()
@@ -684,14 +765,23 @@ def _is_cache_file(entry: Path) -> bool:
     if entry.is_symlink() or not entry.is_file():
         return False
     # atomic writes leave ".meta.json.XXXX.tmp" (or checksums.json) behind only if killed mid-write.
-    return entry.name in CACHE_FILES or (entry.name.startswith((f".{META}.", f".{SUMS}."))
-                                         and entry.name.endswith(".tmp"))
+    return entry.name in CACHE_FILES or (
+        entry.name.startswith((f".{META}.", f".{SUMS}.")) and entry.name.endswith(".tmp")
+    )
 
 
 def _identity(key: CacheKey, num_samples: int, row_dim: int, shard: tuple[int, int]) -> dict[str, Any]:
-    return {"format_version": FORMAT_VERSION, "digest": key.digest(), "key": key.as_dict(),
-            "num_samples": num_samples, "views": key.views, "rows": num_samples * key.views,
-            "row_dim": row_dim, "dtype": key.dtype, "shard": [shard[0], shard[1]]}
+    return {
+        "format_version": FORMAT_VERSION,
+        "digest": key.digest(),
+        "key": key.as_dict(),
+        "num_samples": num_samples,
+        "views": key.views,
+        "rows": num_samples * key.views,
+        "row_dim": row_dim,
+        "dtype": key.dtype,
+        "shard": [shard[0], shard[1]],
+    }
 
 
 def _file_sizes(rows: int, row_dim: int, dtype: torch.dtype) -> dict[str, int]:
@@ -716,8 +806,15 @@ def _prepare_dir(path: Path, identity: dict[str, Any], sizes: dict[str, int]) ->
             fh.truncate(size)  # sparse zeros: unfilled rows cost no disk until written
             os.fsync(fh.fileno())
     now = _now()
-    meta = {**identity, "created": now, "last_used": now, "hits": 0, "complete": False, "checksum": None,
-            "bytes": sum(sizes.values())}
+    meta = {
+        **identity,
+        "created": now,
+        "last_used": now,
+        "hits": 0,
+        "complete": False,
+        "checksum": None,
+        "bytes": sum(sizes.values()),
+    }
     write_json(path / META, meta)
     _fsync_dir(path)
     return meta

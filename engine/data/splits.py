@@ -7,8 +7,9 @@ from collections import defaultdict
 from typing import Hashable, Sequence
 
 
-def split_indices(labels: Sequence[Hashable], val_fraction: float, test_fraction: float,
-                  seed: int) -> tuple[list[int], list[int], list[int]]:
+def split_indices(
+    labels: Sequence[Hashable], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
     """Split sample indices per label so every split keeps the class balance.
 
     Each class with at least 3 samples puts at least one in test and (if
@@ -31,6 +32,6 @@ def split_indices(labels: Sequence[Hashable], val_fraction: float, test_fraction
         n_test = min(n_test, max(n - 1, 0))
         n_val = min(n_val, max(n - 1 - n_test, 0))
         test += idx[:n_test]
-        val += idx[n_test:n_test + n_val]
-        train += idx[n_test + n_val:]
+        val += idx[n_test : n_test + n_val]
+        train += idx[n_test + n_val :]
     return sorted(train), sorted(val), sorted(test)

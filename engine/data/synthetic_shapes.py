@@ -40,8 +40,18 @@ __all__ = ["SHAPES", "BACKGROUNDS", "render_shape_image", "generate", "contact_s
 
 #: Every shape this module can draw; the first four are the easiest to tell apart.
 SHAPES: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "cross", "hexagon",
-    "ring", "diamond", "pentagon", "heart", "arrow", "crescent",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "hexagon",
+    "ring",
+    "diamond",
+    "pentagon",
+    "heart",
+    "arrow",
+    "crescent",
 )
 
 #: Background styles: two colours mixed by a random texture, or one flat colour.
@@ -80,8 +90,7 @@ def _heart() -> np.ndarray:
 
 
 def _cross(w: float = 0.32) -> np.ndarray:
-    pts = [(w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1),
-           (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w), (-w, -1)]
+    pts = [(w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w), (-w, -1)]
     return _fit_unit(np.array(pts, dtype=float))
 
 
@@ -103,8 +112,7 @@ _POLYGONS: dict[str, np.ndarray] = {
 }
 
 
-def _draw_outline(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
-                  angle: float) -> None:
+def _draw_outline(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, angle: float) -> None:
     """Fill ``shape`` (255) on a mask: centre (cx, cy), circumradius r, rotation angle."""
     if shape in _POLYGONS:
         c, s = math.cos(angle), math.sin(angle)
@@ -176,9 +184,15 @@ def _check_style(background: str, noise: float) -> None:
         raise ValueError(f"noise must be >= 0, got {noise}")
 
 
-def render_shape_image(shape: str, *, size: int, rng: np.random.Generator,
-                       background: str = "textured", distractors: bool = True,
-                       noise: float = 8.0) -> Image.Image:
+def render_shape_image(
+    shape: str,
+    *,
+    size: int,
+    rng: np.random.Generator,
+    background: str = "textured",
+    distractors: bool = True,
+    noise: float = 8.0,
+) -> Image.Image:
     """Draw one ``size`` x ``size`` RGB image of ``shape`` using only ``rng`` for randomness.
 
     Background colours, texture, shape colour, scale, position, rotation and distractor
@@ -217,7 +231,7 @@ def render_shape_image(shape: str, *, size: int, rng: np.random.Generator,
         sigma = rng.uniform(0.03, 0.08)
         colour = rng.uniform(0, 255, 3)
         if distractors:
-            alpha = 0.8 * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / (2 * sigma ** 2))[..., None]
+            alpha = 0.8 * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / (2 * sigma**2))[..., None]
             img = img * (1 - alpha) + colour * alpha
 
     # Shape mask, drawn at 2-4x resolution and box-filtered down for smooth edges.
@@ -255,9 +269,16 @@ def _seed_words(seed: int) -> tuple[int, int]:
     return s & 0xFFFFFFFF, s >> 32
 
 
-def generate(shapes: Sequence[str], per_class: int, size: int, seed: int, *,
-             background: str = "textured", distractors: bool = True, noise: float = 8.0
-             ) -> list[tuple[Image.Image, int]]:
+def generate(
+    shapes: Sequence[str],
+    per_class: int,
+    size: int,
+    seed: int,
+    *,
+    background: str = "textured",
+    distractors: bool = True,
+    noise: float = 8.0,
+) -> list[tuple[Image.Image, int]]:
     """``per_class`` images of each shape as ``(PIL RGB image, label)``.
 
     The label is the index of the shape in ``shapes``. Samples are ordered class by
@@ -276,19 +297,22 @@ def generate(shapes: Sequence[str], per_class: int, size: int, seed: int, *,
         key = _shape_key(shape)
         for i in range(per_class):
             rng = np.random.default_rng([*_seed_words(seed), key, i])
-            out.append((render_shape_image(shape, size=size, rng=rng, background=background,
-                                           distractors=distractors, noise=noise), label))
+            out.append(
+                (
+                    render_shape_image(
+                        shape, size=size, rng=rng, background=background, distractors=distractors, noise=noise
+                    ),
+                    label,
+                )
+            )
     return out
 
 
-def contact_sheet(samples: Sequence[tuple[Image.Image, int]], columns: int = 8,
-                  scale: int = 2) -> Image.Image:
+def contact_sheet(samples: Sequence[tuple[Image.Image, int]], columns: int = 8, scale: int = 2) -> Image.Image:
     """Tile samples into one image (for eyeballing what the generator draws)."""
     side = samples[0][0].width * scale
     rows = math.ceil(len(samples) / columns)
     sheet = Image.new("RGB", (columns * side, rows * side), (255, 255, 255))
     for k, (im, _) in enumerate(samples):
-        sheet.paste(im.resize((side, side), Image.Resampling.NEAREST),
-                    ((k % columns) * side, (k // columns) * side))
+        sheet.paste(im.resize((side, side), Image.Resampling.NEAREST), ((k % columns) * side, (k // columns) * side))
     return sheet
-

@@ -20,8 +20,14 @@ from . import reference
 from .build import _lock, load_extension
 from .build import status as _build_status
 
-__all__ = ["normalize_images", "pool_quantize_scatter", "gather_dequantize", "extension_available", "status",
-           "reference"]
+__all__ = [
+    "normalize_images",
+    "pool_quantize_scatter",
+    "gather_dequantize",
+    "extension_available",
+    "status",
+    "reference",
+]
 
 _OPS = ("normalize_images", "pool_quantize_scatter", "gather_dequantize")
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}
@@ -29,19 +35,34 @@ _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}
 _ready: dict[str, Any] = {"done": False, "ok": False, "kernels": frozenset(), "noted": frozenset()}
 
 
-def normalize_images(images: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, out_h: int, out_w: int,
-                     mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normalize_images(
+    images: torch.Tensor,
+    offsets: torch.Tensor,
+    mirror: torch.Tensor,
+    out_h: int,
+    out_w: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """uint8 ``[N,H,W,C]`` -> crop ``[out_h,out_w]`` at ``offsets[n] = (top, left)`` (int64
     ``[N,2]``) -> mirror where ``mirror[n]`` (bool ``[N]``) -> ``(x/255 - mean[c]) / std[c]`` ->
     ``[N,C,out_h,out_w]`` in ``dtype`` (float32 / float16 / bfloat16)."""
     if _use_extension("normalize_images", images, offsets, mirror):
-        return torch.ops.tlengine.normalize_images(images, offsets, mirror, out_h, out_w, [float(m) for m in mean],
-                                                   [float(s) for s in std], dtype)
+        return torch.ops.tlengine.normalize_images(
+            images, offsets, mirror, out_h, out_w, [float(m) for m in mean], [float(s) for s in std], dtype
+        )
     return reference.normalize_images(images, offsets, mirror, out_h, out_w, mean, std, dtype)
 
 
-def pool_quantize_scatter(features: torch.Tensor, cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
-                          pooling: str, l2_normalize: bool) -> None:
+def pool_quantize_scatter(
+    features: torch.Tensor,
+    cache: torch.Tensor,
+    scales: torch.Tensor,
+    rows: torch.Tensor,
+    pooling: str,
+    l2_normalize: bool,
+) -> None:
     """Pool ``features`` (``[N,C,H,W]`` or ``[N,T,D]``; ``pooling`` avg / max / cls / none),
     optionally L2-normalise, cast or int8-quantise, and write ``cache[rows[n]]`` (``[R, D_row]``)
     and ``scales[rows[n]]`` (float32 ``[R]``) in place; a repeated row keeps its last occurrence."""
@@ -51,8 +72,9 @@ def pool_quantize_scatter(features: torch.Tensor, cache: torch.Tensor, scales: t
     reference.pool_quantize_scatter(features, cache, scales, rows, pooling, l2_normalize)
 
 
-def gather_dequantize(cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gather_dequantize(
+    cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``cache[rows]`` (``* scales[rows]`` for int8) as ``dtype`` ``[B, D_row]``; rows int64 ``[B]``."""
     if _use_extension("gather_dequantize", cache, scales, rows):
         return torch.ops.tlengine.gather_dequantize(cache, scales, rows, dtype)
@@ -90,8 +112,12 @@ def _use_extension(op: str, *tensors: Any) -> bool:
 def _note_no_kernel(device_type: str) -> None:
     if device_type not in _ready["noted"]:
         _ready["noted"] = _ready["noted"] | {device_type}
-        print(f"tlengine: the fused kernels have no {device_type} implementation in this build; "
-              f"using the pure-PyTorch reference ops for {device_type} tensors", file=sys.stderr, flush=True)
+        print(
+            f"tlengine: the fused kernels have no {device_type} implementation in this build; "
+            f"using the pure-PyTorch reference ops for {device_type} tensors",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 @torch.compiler.disable
@@ -114,8 +140,11 @@ def _load_locked() -> None:
     else:
         info = _build_status()
         if info["reason"] != "disabled":
-            print(f"tlengine: fused kernels unavailable ({info['error']}); using the pure-PyTorch reference ops",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tlengine: fused kernels unavailable ({info['error']}); using the pure-PyTorch reference ops",
+                file=sys.stderr,
+                flush=True,
+            )
     _ready.update(done=True, ok=module is not None, kernels=frozenset(kernels))
 
 
@@ -167,8 +196,10 @@ def ops_for(kind: str) -> _Ops:
     if kind == "fused" and not extension_available():
         from ..errors import TLEngineError
 
-        raise TLEngineError("cache.kernels is 'fused' but the tlengine C++ extension is not available "
-                            "(see `tlengine kernels`); use kernels: auto or torch")
+        raise TLEngineError(
+            "cache.kernels is 'fused' but the tlengine C++ extension is not available "
+            "(see `tlengine kernels`); use kernels: auto or torch"
+        )
     if kind not in ("auto", "fused"):
         raise ValueError(f"kernels must be 'auto', 'fused' or 'torch', got '{kind}'")
     return _Ops(normalize_images, pool_quantize_scatter, gather_dequantize)

@@ -52,8 +52,14 @@ _SOURCE_SUFFIXES = (".cpp", ".cu")
 _HEADER_SUFFIXES = (".h", ".cuh", ".hpp")
 
 _lock = threading.RLock()
-_state: dict[str, Any] = {"attempted": False, "module": None, "source": None, "build_dir": None, "error": None,
-                          "reason": None}
+_state: dict[str, Any] = {
+    "attempted": False,
+    "module": None,
+    "source": None,
+    "build_dir": None,
+    "error": None,
+    "reason": None,
+}
 
 
 # ------------------------------------------------------------------ sources and flags
@@ -143,8 +149,11 @@ def _is_cuda_home(path: str | None) -> bool:
         return False
     home = Path(path)
     nvcc = home / "bin" / ("nvcc.exe" if sys.platform == "win32" else "nvcc")
-    libs = [home / "lib" / "x64" / "cudart.lib"] if sys.platform == "win32" else [
-        home / d / "libcudart.so" for d in ("lib64", "lib")]
+    libs = (
+        [home / "lib" / "x64" / "cudart.lib"]
+        if sys.platform == "win32"
+        else [home / d / "libcudart.so" for d in ("lib64", "lib")]
+    )
     return nvcc.exists() and any(lib.exists() for lib in libs)
 
 
@@ -215,8 +224,11 @@ def status() -> dict[str, Any]:
         "reason": _state["reason"],
         "build_info": dict(info),
         "version": module.version() if module is not None else None,
-        "aot_note": (f"{_state['aot_stale']} is older than the C++ sources, so they were built just in time"
-                     if _state.get("aot_stale") else _state.get("aot_error")),
+        "aot_note": (
+            f"{_state['aot_stale']} is older than the C++ sources, so they were built just in time"
+            if _state.get("aot_stale")
+            else _state.get("aot_error")
+        ),
     }
 
 
@@ -304,15 +316,24 @@ def _cpu_id() -> str:
     return hashlib.sha256("\n".join(sorted(set(keep))).encode()).hexdigest()[:16]
 
 
-def build_key(srcs: list[str], root: Path, *, cflags: list[str], with_cuda: bool, arch_list: str | None,
-              compiler: str | None) -> str:
+def build_key(
+    srcs: list[str], root: Path, *, cflags: list[str], with_cuda: bool, arch_list: str | None, compiler: str | None
+) -> str:
     """Hash of everything the build depends on: sources and headers, torch, Python, flags,
     compiler, CPU (for -march=native), CUDA arch list."""
     import torch
 
     h = hashlib.sha256()
-    parts = [torch.__version__, str(torch.version.cuda), sys.version, platform.machine(), " ".join(cflags),
-             " ".join(nvcc_flags()) if with_cuda else "", str(arch_list), str(compiler)]
+    parts = [
+        torch.__version__,
+        str(torch.version.cuda),
+        sys.version,
+        platform.machine(),
+        " ".join(cflags),
+        " ".join(nvcc_flags()) if with_cuda else "",
+        str(arch_list),
+        str(compiler),
+    ]
     if "-march=native" in cflags:
         parts.append(_cpu_id())
     for part in parts:
@@ -329,7 +350,8 @@ def _short(error: str) -> str:
     for pattern in ("error:", "undefined reference", "cannot find", "error"):
         for line in lines:
             if pattern in line.lower() and not line.startswith(
-                    ("[", "FAILED", "ninja: build stopped", "RuntimeError", "collect2")):
+                ("[", "FAILED", "ninja: build stopped", "RuntimeError", "collect2")
+            ):
                 return line[:300]
     return (lines[0] if lines else "unknown error")[:300]
 
@@ -365,8 +387,9 @@ def _load_built(build_dir: Path) -> ModuleType | None:
 
 def _mark_built(build_dir: Path) -> None:
     """Records the finished library's file name (atomically) for :func:`_load_built`."""
-    libraries = sorted(p.name for p in build_dir.iterdir()
-                       if p.name.startswith(JIT_NAME) and p.suffix in (".so", ".pyd"))
+    libraries = sorted(
+        p.name for p in build_dir.iterdir() if p.name.startswith(JIT_NAME) and p.suffix in (".so", ".pyd")
+    )
     if not libraries:
         return
     tmp = build_dir / f".{_BUILT_MARKER}.{os.getpid()}"
@@ -402,13 +425,13 @@ def _build_jit(*, verbose: bool, with_cuda: bool | None) -> ModuleType | None:
         arch_list = cuda_arch_list() if with_cuda else None
         cflags = cxx_flags(jit=True) + (["-DTLENGINE_WITH_CUDA"] if with_cuda else [])
         srcs = sources(with_cuda, root)
-        build_dir = extensions_root() / build_key(srcs, root, cflags=cflags, with_cuda=with_cuda,
-                                                  arch_list=arch_list, compiler=compiler)
+        build_dir = extensions_root() / build_key(
+            srcs, root, cflags=cflags, with_cuda=with_cuda, arch_list=arch_list, compiler=compiler
+        )
         _state["build_dir"] = str(build_dir)
         failed = build_dir / "FAILED"
         if failed.exists():
-            _fail(f"an earlier build of these sources failed ({_short(failed.read_text())}); "
-                  f"delete {failed} to retry")
+            _fail(f"an earlier build of these sources failed ({_short(failed.read_text())}); delete {failed} to retry")
             return None
         build_dir.mkdir(parents=True, exist_ok=True)
         built = _load_built(build_dir)
@@ -416,17 +439,27 @@ def _build_jit(*, verbose: bool, with_cuda: bool | None) -> ModuleType | None:
             _state["source"] = "jit"
             return built
         what = "CPU + CUDA" if with_cuda else "CPU"
-        print(f"tlengine: building tlengine kernels ({what}, first use, ~{_BUILD_SECONDS[bool(with_cuda)]} s)...",
-              file=sys.stderr, flush=True)
+        print(
+            f"tlengine: building tlengine kernels ({what}, first use, ~{_BUILD_SECONDS[bool(with_cuda)]} s)...",
+            file=sys.stderr,
+            flush=True,
+        )
         started = time.perf_counter()
         saved_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
         if arch_list is not None:
             os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
         try:
             module = cpp_extension.load(
-                name=JIT_NAME, sources=srcs, extra_include_paths=[str(root)], extra_cflags=cflags,
-                extra_cuda_cflags=nvcc_flags() if with_cuda else None, extra_ldflags=ld_flags(),
-                build_directory=str(build_dir), with_cuda=bool(with_cuda), verbose=verbose)
+                name=JIT_NAME,
+                sources=srcs,
+                extra_include_paths=[str(root)],
+                extra_cflags=cflags,
+                extra_cuda_cflags=nvcc_flags() if with_cuda else None,
+                extra_ldflags=ld_flags(),
+                build_directory=str(build_dir),
+                with_cuda=bool(with_cuda),
+                verbose=verbose,
+            )
         except Exception as exc:  # compiler errors arrive as RuntimeError, missing tools as OSError
             message = f"{type(exc).__name__}: {exc}"
             try:
@@ -442,8 +475,11 @@ def _build_jit(*, verbose: bool, with_cuda: bool | None) -> ModuleType | None:
                 else:
                     os.environ["TORCH_CUDA_ARCH_LIST"] = saved_arch
         _mark_built(build_dir)
-        print(f"tlengine: kernels built in {time.perf_counter() - started:.0f} s (cached in {build_dir})",
-              file=sys.stderr, flush=True)
+        print(
+            f"tlengine: kernels built in {time.perf_counter() - started:.0f} s (cached in {build_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
         _state["source"] = "jit"
         return module
     finally:

@@ -26,8 +26,16 @@ CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
 L2_EPS = 1e-12
 
 
-def normalize_images(images: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, out_h: int, out_w: int,
-                     mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normalize_images(
+    images: torch.Tensor,
+    offsets: torch.Tensor,
+    mirror: torch.Tensor,
+    out_h: int,
+    out_w: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """uint8 ``[N,H,W,C]`` -> crop ``[out_h,out_w]`` at ``offsets[n] = (top, left)`` -> mirror
     (left-right) where ``mirror[n]`` -> ``(x/255 - mean[c]) / std[c]`` -> ``[N,C,out_h,out_w]``.
 
@@ -42,7 +50,7 @@ def normalize_images(images: torch.Tensor, offsets: torch.Tensor, mirror: torch.
     s = torch.tensor(std, dtype=torch.float32, device=images.device).view(c, 1, 1)
     for i in range(n):
         top, left = int(offsets[i, 0]), int(offsets[i, 1])
-        x = images[i, top:top + out_h, left:left + out_w, :].permute(2, 0, 1).to(torch.float32)
+        x = images[i, top : top + out_h, left : left + out_w, :].permute(2, 0, 1).to(torch.float32)
         if bool(mirror[i]):
             x = x.flip(-1)
         out[i] = ((x / 255.0 - m) / s).to(dtype)
@@ -65,7 +73,9 @@ def pooled_rows(features: torch.Tensor, pooling: str, l2_normalize: bool) -> tor
     else:
         tokens = x
     if pooling == "avg":
-        vecs = tokens.mean(1, keepdim=True) if tokens.shape[1] else tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])
+        vecs = (
+            tokens.mean(1, keepdim=True) if tokens.shape[1] else tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])
+        )
     elif pooling == "max":
         vecs = tokens.amax(1, keepdim=True)
     elif pooling == "cls":
@@ -109,8 +119,14 @@ def quantize_rows(rows: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor,
     return rows.to(dtype), torch.ones(rows.shape[0], dtype=torch.float32, device=rows.device)
 
 
-def pool_quantize_scatter(features: torch.Tensor, cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
-                          pooling: str, l2_normalize: bool) -> None:
+def pool_quantize_scatter(
+    features: torch.Tensor,
+    cache: torch.Tensor,
+    scales: torch.Tensor,
+    rows: torch.Tensor,
+    pooling: str,
+    l2_normalize: bool,
+) -> None:
     """Pool, normalise and quantise ``features`` and write them into ``cache[rows[n]]`` and
     ``scales[rows[n]]`` in place. Where a row repeats in ``rows``, its last occurrence wins.
     """
@@ -123,8 +139,9 @@ def pool_quantize_scatter(features: torch.Tensor, cache: torch.Tensor, scales: t
     scales[rows[winners]] = scale[winners]
 
 
-def gather_dequantize(cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gather_dequantize(
+    cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``cache[rows] (* scales[rows] for int8)`` as ``dtype`` ``[B, D_row]``."""
     check_gather_args(cache, scales, rows, dtype)
     _check_rows_range(rows, cache.shape[0])
@@ -166,14 +183,17 @@ def _check_rows_range(rows: torch.Tensor, num_rows: int) -> None:
         raise IndexError(f"rows must be in [0, {num_rows}), got values in [{int(rows.min())}, {int(rows.max())}]")
 
 
-def check_scatter_args(num_values: int, row_len: int, device: torch.device, cache: torch.Tensor,
-                       scales: torch.Tensor, rows: torch.Tensor) -> None:
+def check_scatter_args(
+    num_values: int, row_len: int, device: torch.device, cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor
+) -> None:
     """pool_quantize_scatter: ``num_values`` pooled rows of ``row_len`` values on ``device``."""
     if cache.dtype not in CACHE_DTYPES:
         raise ValueError(f"cache dtype must be one of {CACHE_DTYPES}, got {cache.dtype}")
     if cache.dim() != 2 or row_len != cache.shape[1]:
-        raise ValueError(f"pooled rows have {row_len} values but cache rows have "
-                         f"{cache.shape[1] if cache.dim() == 2 else list(cache.shape)}")
+        raise ValueError(
+            f"pooled rows have {row_len} values but cache rows have "
+            f"{cache.shape[1] if cache.dim() == 2 else list(cache.shape)}"
+        )
     if scales.dtype != torch.float32 or scales.shape != (cache.shape[0],):
         raise ValueError(f"scales must be float32 [{cache.shape[0]}], got {scales.dtype} {list(scales.shape)}")
     if rows.dim() == 1 and num_values != rows.shape[0]:  # other ranks: _check_rows_meta says so
@@ -193,8 +213,16 @@ def check_gather_args(cache: torch.Tensor, scales: torch.Tensor, rows: torch.Ten
     _check_output_dtype(dtype)
 
 
-def check_normalize_args(images: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, out_h: int, out_w: int,
-                         mean: Sequence[float], std: Sequence[float], dtype: torch.dtype) -> None:
+def check_normalize_args(
+    images: torch.Tensor,
+    offsets: torch.Tensor,
+    mirror: torch.Tensor,
+    out_h: int,
+    out_w: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    dtype: torch.dtype,
+) -> None:
     """normalize_images."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 [N,H,W,C], got {images.dtype} {list(images.shape)}")

@@ -74,7 +74,16 @@ def _series(records: Sequence[dict[str, Any]], arm: str, key: str) -> tuple[list
     return epochs, [float(np.mean(by_epoch[e])) for e in epochs]
 
 
-_ACRONYMS = {"f1": "F1", "mae": "MAE", "mse": "MSE", "rmse": "RMSE", "auc": "AUC", "map": "mAP", "iou": "IoU", "r2": "R²"}
+_ACRONYMS = {
+    "f1": "F1",
+    "mae": "MAE",
+    "mse": "MSE",
+    "rmse": "RMSE",
+    "auc": "AUC",
+    "map": "mAP",
+    "iou": "IoU",
+    "r2": "R²",
+}
 
 
 def _pretty(metric: str) -> str:
@@ -121,9 +130,7 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     _finish_epoch_axes(ax)
     written.append(_save(fig, out_dir / "loss.png"))
 
-    metric_keys = list(dict.fromkeys(
-        k for r in records for k in r if k.startswith("val_") and k != "val_loss"
-    ))
+    metric_keys = list(dict.fromkeys(k for r in records for k in r if k.startswith("val_") and k != "val_loss"))
     for key in metric_keys:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for arm in arms:
@@ -184,8 +191,13 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, *, t
     ticks = np.arange(k)
     ax.set_xticks(ticks)
     ax.set_yticks(ticks)
-    ax.set_xticklabels(classes, rotation=45 if k <= 12 else 90, ha="right" if k <= 12 else "center",
-                       rotation_mode="anchor" if k <= 12 else "default", fontsize=label_font)
+    ax.set_xticklabels(
+        classes,
+        rotation=45 if k <= 12 else 90,
+        ha="right" if k <= 12 else "center",
+        rotation_mode="anchor" if k <= 12 else "default",
+        fontsize=label_font,
+    )
     ax.set_yticklabels(classes, fontsize=label_font)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
@@ -193,8 +205,9 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, *, t
     return _save(fig, Path(path))
 
 
-def plot_arm_comparison(arms: dict[str, dict[str, float]], metric: str, path: Path,
-                        errors: dict[str, float] | None = None) -> Path:
+def plot_arm_comparison(
+    arms: dict[str, dict[str, float]], metric: str, path: Path, errors: dict[str, float] | None = None
+) -> Path:
     """A bar per arm of its final test ``metric`` (e.g. scratch vs feature-extraction vs fine-tune).
 
     Args:
@@ -215,13 +228,21 @@ def plot_arm_comparison(arms: dict[str, dict[str, float]], metric: str, path: Pa
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(names) + 2), 4.5))
     heights = [float(v) * scale if _is_number(v) else 0.0 for v in values]
     yerr = [float((errors or {}).get(n) or 0.0) * scale for n in names] if errors else None
-    bars = ax.bar(range(len(names)), heights, color=[colours[n] for n in names], width=0.6,
-                  yerr=yerr, capsize=4 if yerr else 0)
+    bars = ax.bar(
+        range(len(names)), heights, color=[colours[n] for n in names], width=0.6, yerr=yerr, capsize=4 if yerr else 0
+    )
     top = max([h for h in heights] + [0.0])
     for bar, value in zip(bars, values):
         text = (f"{float(value) * scale:.1f}%" if as_percent else f"{float(value):.4g}") if _is_number(value) else "n/a"
-        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=10)
+        ax.annotate(
+            text,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=10,
+        )
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=0 if len(names) <= 4 else 30, ha="center" if len(names) <= 4 else "right")
     label = _pretty(metric)

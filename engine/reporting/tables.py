@@ -69,7 +69,7 @@ def _metric_order(primary: str, arms: dict[str, dict[str, Any]]) -> list[str]:
     """The primary metric first, then every other metric in first-seen order."""
     names = [primary]
     for arm in arms.values():
-        for key in (arm.get("metrics") or {}):
+        for key in arm.get("metrics") or {}:
             if key not in names:
                 names.append(key)
     return names
@@ -172,8 +172,11 @@ def _table_cells(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header.append("Time (s)")
     cells = []
     for row in rows:
-        line = [row["arm"], row["strategy"], *(_format_metric(m, row[m], rows) + _format_std(m, row, rows)
-                                               for m in metrics)]
+        line = [
+            row["arm"],
+            row["strategy"],
+            *(_format_metric(m, row[m], rows) + _format_std(m, row, rows) for m in metrics),
+        ]
         if has_baseline:
             line.append(_format_gain(row, primary, rows))
         line.append(_format_seconds(row["seconds"]))
@@ -195,13 +198,13 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     if summary.get("task"):
         title += f" ({summary['task']})"
     # No vertical rules and units under the column names, so 3 arms x 2 metrics fit 80 columns.
-    table = Table(title=title, title_style="bold", header_style="bold", box=box.SIMPLE_HEAVY,
-                  pad_edge=False)
+    table = Table(title=title, title_style="bold", header_style="bold", box=box.SIMPLE_HEAVY, pad_edge=False)
     for i, name in enumerate(header):
         name = name.replace(" (", "\n(") if i >= 2 else name
         # Only the strategy column may wrap: it repeats the arm name in most runs.
-        table.add_column(name, justify="left" if i < 2 else "right", no_wrap=i != 1, overflow="fold",
-                         min_width=8 if i == 1 else None)
+        table.add_column(
+            name, justify="left" if i < 2 else "right", no_wrap=i != 1, overflow="fold", min_width=8 if i == 1 else None
+        )
     rows = summary_rows(summary)
     for row, line in zip(rows, cells):
         table.add_row(*line, style="dim" if row["baseline"] else None)

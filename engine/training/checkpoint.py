@@ -76,9 +76,16 @@ def save_model(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None
 
 
 # ------------------------------------------------------------------ training state
-def save_training_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        schedule_state: dict[str, Any], epoch: int, rng: tuple[dict, dict],
-                        extra: dict[str, Any] | None = None) -> None:
+def save_training_state(
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule_state: dict[str, Any],
+    epoch: int,
+    rng: tuple[dict, dict],
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Everything needed to continue training after ``epoch`` (counted from 1)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -92,13 +99,18 @@ def save_training_state(path: Path, *, model: torch.nn.Module, optimizer: torch.
                 opt_json["state"][str(pid)][key] = val
     rng_tensors, rng_json = rng
     tensors.update(rng_tensors)
-    meta = {"format_version": FORMAT_VERSION, "epoch": epoch, "optimizer": opt_json,
-            "schedule": schedule_state, "rng": rng_json, **(extra or {})}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "epoch": epoch,
+        "optimizer": opt_json,
+        "schedule": schedule_state,
+        "rng": rng_json,
+        **(extra or {}),
+    }
     save_tensors(path, tensors, meta)
 
 
-def load_training_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-                        ) -> dict[str, Any]:
+def load_training_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model and optimizer in place; returns the JSON part (epoch, schedule, rng...)
     with the RNG tensors under ``meta["rng_tensors"]``."""
     tensors, meta = load_tensors(path)

@@ -81,8 +81,9 @@ def fit_tokens(features: torch.Tensor, lengths: torch.Tensor, max_tokens: int) -
     """Padded sequences [N,T,D] -> [N,max_tokens,D]: positions past each length zeroed (so a
     row does not depend on how its batch was padded), then padded or cut to ``max_tokens``."""
     if int(lengths.max()) > max_tokens:
-        raise TLEngineError(f"a sequence of {int(lengths.max())} tokens is longer than the cache's "
-                            f"max_tokens ({max_tokens})")
+        raise TLEngineError(
+            f"a sequence of {int(lengths.max())} tokens is longer than the cache's max_tokens ({max_tokens})"
+        )
     t = features.shape[1]
     mask = torch.arange(t, device=features.device)[None, :] < lengths.to(features.device)[:, None]
     features = features * mask[..., None].to(features.dtype)
@@ -108,8 +109,17 @@ def masked_for_pooling(features: torch.Tensor, lengths: torch.Tensor, pooling: s
 class CachedFeatures:
     """Builds (or reopens) the caches of one arm and serves batches from them."""
 
-    def __init__(self, task: Task, model: nn.Module, data: Any, config: CacheConfig, *, device: torch.device,
-                 seed: int, batch_size: int):
+    def __init__(
+        self,
+        task: Task,
+        model: nn.Module,
+        data: Any,
+        config: CacheConfig,
+        *,
+        device: torch.device,
+        seed: int,
+        batch_size: int,
+    ):
         self.task, self.model, self.data, self.config = task, model, data, config
         self.device, self.seed, self.batch_size = device, seed, batch_size
         self.spec: CacheSpec = task.cache_spec(model)
@@ -134,10 +144,16 @@ class CachedFeatures:
 
     def _key(self, split: str, dataset: Dataset, views: int, layer: str, pooling: str, dtype: str) -> CacheKey:
         return CacheKey(
-            backbone=self.model.arch, weights_fingerprint=self._fingerprint, layer=layer,
+            backbone=self.model.arch,
+            weights_fingerprint=self._fingerprint,
+            layer=layer,
             preprocessing={**self.preprocessing, "augmentation": self.task.cache_augmentation},
-            dataset_fingerprint=f"{split}:{self.task.dataset_fingerprint(dataset)}", pooling=pooling,
-            dtype=dtype, views=views, l2_normalize=self.spec.l2_normalize and layer == self.spec.layout)
+            dataset_fingerprint=f"{split}:{self.task.dataset_fingerprint(dataset)}",
+            pooling=pooling,
+            dtype=dtype,
+            views=views,
+            l2_normalize=self.spec.l2_normalize and layer == self.spec.layout,
+        )
 
     def _forward(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.model.forward_features(inputs)
@@ -152,15 +168,28 @@ class CachedFeatures:
 
     def _max_tokens(self) -> int:
         if not self.spec.max_tokens:
-            raise TLEngineError(f"task '{self.task.name}' caches padded sequences but its cache_spec sets no "
-                                "max_tokens (the fixed number of tokens per cache row)")
+            raise TLEngineError(
+                f"task '{self.task.name}' caches padded sequences but its cache_spec sets no "
+                "max_tokens (the fixed number of tokens per cache row)"
+            )
         return self.spec.max_tokens
 
     def _probe(self, dataset: Dataset) -> tuple[tuple[int, ...], bool]:
         """Per-sample shape of the frozen part's output, and whether it has lengths."""
-        inputs, _ = next(iter(self.task.extraction_batches(
-            dataset, indices=torch.tensor([0]), view=0, seed=self.seed, batch_size=1,
-            preprocessing=self.preprocessing, kernels=self.config.kernels, train=False)))
+        inputs, _ = next(
+            iter(
+                self.task.extraction_batches(
+                    dataset,
+                    indices=torch.tensor([0]),
+                    view=0,
+                    seed=self.seed,
+                    batch_size=1,
+                    preprocessing=self.preprocessing,
+                    kernels=self.config.kernels,
+                    train=False,
+                )
+            )
+        )
         with torch.no_grad():
             out = self.model.forward_features(to_device(inputs, self.device))
         feats = out[0] if isinstance(out, tuple) else out
@@ -189,8 +218,13 @@ class CachedFeatures:
             self.targets[split] = self.task.targets(dataset)
             if n == 0:
                 continue
-            open_args = dict(num_samples=n, storage=self.config.storage, root=self._root(), device=storage_device,
-                             kernels=self.config.kernels)
+            open_args = dict(
+                num_samples=n,
+                storage=self.config.storage,
+                root=self._root(),
+                device=storage_device,
+                kernels=self.config.kernels,
+            )
             key = self._key(split, dataset, views, self.spec.layout, self._pooling, self.config.dtype)
             cache = FeatureCache.open(key, row_dim=row_dim, **open_args)
             self.caches[split] = cache
@@ -211,16 +245,30 @@ class CachedFeatures:
     def _root(self) -> Path | None:
         return Path(self.config.root) if self.config.root else None
 
-    def _extract(self, split: str, dataset: Dataset, cache: FeatureCache, lengths_cache: FeatureCache | None,
-                 missing: torch.Tensor, views: int) -> None:
+    def _extract(
+        self,
+        split: str,
+        dataset: Dataset,
+        cache: FeatureCache,
+        lengths_cache: FeatureCache | None,
+        missing: torch.Tensor,
+        views: int,
+    ) -> None:
         missing_samples, missing_views = FeatureCache.sample_view(missing, views)
         for view in range(views):
             samples = missing_samples[missing_views == view]
             if not samples.numel():
                 continue
-            batches = self.task.extraction_batches(dataset, indices=samples, view=view, seed=self.seed,
-                                                   batch_size=self.batch_size, preprocessing=self.preprocessing,
-                                                   kernels=self.config.kernels, train=split == "train")
+            batches = self.task.extraction_batches(
+                dataset,
+                indices=samples,
+                view=view,
+                seed=self.seed,
+                batch_size=self.batch_size,
+                preprocessing=self.preprocessing,
+                kernels=self.config.kernels,
+                train=split == "train",
+            )
             total = -(-int(samples.numel()) // self.batch_size)
             desc = f"extracting {split} features" + (f" (view {view + 1}/{views})" if views > 1 else "")
             with torch.no_grad():
@@ -257,15 +305,21 @@ class CachedFeatures:
         n = len(targets)
         rows = FeatureCache.row_index(torch.arange(n), cache.views, cache.draw_views(epoch, n, seed))
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(_RowBatches(self, "train", rows, targets), batch_size=batch_size, shuffle=True,
-                          generator=generator, collate_fn=_identity_collate)
+        return DataLoader(
+            _RowBatches(self, "train", rows, targets),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=_identity_collate,
+        )
 
     def eval_loader(self, split: str, *, batch_size: int) -> DataLoader:
         """Every cached row of ``split`` (val/test) in sample order."""
         targets = self.targets[split]
         rows = torch.arange(len(targets), dtype=torch.int64)
-        return DataLoader(_RowBatches(self, split, rows, targets), batch_size=batch_size, shuffle=False,
-                          collate_fn=_identity_collate)
+        return DataLoader(
+            _RowBatches(self, split, rows, targets), batch_size=batch_size, shuffle=False, collate_fn=_identity_collate
+        )
 
     def split_size(self, split: str) -> int:
         return len(self.targets.get(split, []))
@@ -276,8 +330,13 @@ class CachedFeatures:
             cache.close()
 
     def stats(self) -> dict[str, Any]:
-        return {"extraction_seconds": round(self.extraction_seconds, 3), "storage": self.config.storage,
-                "dtype": self.config.dtype, "views": self.config.views, "kernels": self.config.kernels,
-                "layout": dataclasses.asdict(self.spec), "sample_shape": list(self.sample_shape),
-                "splits": {split: cache.stats for split, cache in self.caches.items()}}
-
+        return {
+            "extraction_seconds": round(self.extraction_seconds, 3),
+            "storage": self.config.storage,
+            "dtype": self.config.dtype,
+            "views": self.config.views,
+            "kernels": self.config.kernels,
+            "layout": dataclasses.asdict(self.spec),
+            "sample_shape": list(self.sample_shape),
+            "splits": {split: cache.stats for split, cache in self.caches.items()},
+        }

@@ -103,8 +103,17 @@ def _cycle(task: Task, dataset: Dataset, *, batch_size: int, seed: int, device: 
             yield task.move_to(batch, device)
 
 
-def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path, on_epoch: Callable[[dict[str, Any]], None],
-              resume: bool = False, num_workers: int = 0, label: str = "") -> ArmResult:
+def train_arm(
+    task: Task,
+    arm: Arm,
+    *,
+    device: torch.device,
+    state_path: Path,
+    on_epoch: Callable[[dict[str, Any]], None],
+    resume: bool = False,
+    num_workers: int = 0,
+    label: str = "",
+) -> ArmResult:
     """Train ``arm`` for up to ``arm.train.epochs`` epochs and evaluate it on the test split.
 
     After every epoch the full training state is written to ``state_path`` (atomically),
@@ -121,27 +130,32 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path, o
     optimizer = build_optimizer(groups, cfg)
     steps_per_epoch = math.ceil(len(arm.data.train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    schedule = LRSchedule(optimizer, kind=cfg.scheduler, total_steps=total_steps,
-                          warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
+    schedule = LRSchedule(
+        optimizer, kind=cfg.scheduler, total_steps=total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch)
+    )
     autocast, scaler = autocast_for(device, cfg.amp)
 
     cached = None
     if strategy.frozen_backbone and strategy.config.cache.enabled and task.supports_feature_cache:
         strategy.apply(model, 1)
-        cached = CachedFeatures(task, model, arm.data, strategy.config.cache, device=device, seed=arm.seed,
-                                batch_size=cfg.batch_size)
+        cached = CachedFeatures(
+            task, model, arm.data, strategy.config.cache, device=device, seed=arm.seed, batch_size=cfg.batch_size
+        )
         cached.prepare()  # the frozen part runs here, once; epochs below train the rest only
     net = cached.head if cached is not None else model
 
     def eval_loader(split: str) -> Any:
         if cached is not None:
             return cached.eval_loader(split, batch_size=cfg.batch_size)
-        return task.loader(getattr(arm.data, split), batch_size=cfg.batch_size, shuffle=False, seed=0,
-                           num_workers=num_workers)
+        return task.loader(
+            getattr(arm.data, split), batch_size=cfg.batch_size, shuffle=False, seed=0, num_workers=num_workers
+        )
 
     has_val = (cached.split_size("val") if cached is not None else len(arm.data.val)) > 0
-    extra = {name: _cycle(task, ds, batch_size=cfg.batch_size, seed=derive_seed(arm.seed, arm.name, name),
-                          device=device) for name, ds in arm.extra.items()}
+    extra = {
+        name: _cycle(task, ds, batch_size=cfg.batch_size, seed=derive_seed(arm.seed, arm.name, name), device=device)
+        for name, ds in arm.extra.items()
+    }
 
     metric = task.primary_metric
     start_epoch, history, seconds = 1, [], 0.0
@@ -165,15 +179,26 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path, o
         if cached is not None:
             loader = cached.train_loader(epoch, batch_size=cfg.batch_size, seed=epoch_seed)
         else:
-            loader = task.loader(arm.data.train, batch_size=cfg.batch_size, shuffle=True, seed=epoch_seed,
-                                 num_workers=num_workers)
+            loader = task.loader(
+                arm.data.train, batch_size=cfg.batch_size, shuffle=True, seed=epoch_seed, num_workers=num_workers
+            )
         sums: dict[str, float] = {}
         seen = 0
         desc = f"{label or arm.key} epoch {epoch}/{cfg.epochs}"
         for i, batch in enumerate(progress_bar(loader, desc=desc, total=len(loader))):
             inputs, targets = task.move_to(batch, device)
-            step = StepContext(task, net, model, inputs, targets, epoch, (epoch - 1) * steps_per_epoch + i,
-                               total_steps, device, _extra=lambda name: next(extra[name]))
+            step = StepContext(
+                task,
+                net,
+                model,
+                inputs,
+                targets,
+                epoch,
+                (epoch - 1) * steps_per_epoch + i,
+                total_steps,
+                device,
+                _extra=lambda name: next(extra[name]),
+            )
             with autocast():
                 losses = strategy.training_step(step)
             loss = sum(losses.values())
@@ -199,9 +224,15 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path, o
                 for k, v in losses.items():
                     sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + float(v.detach()) * n
 
-        record: dict[str, Any] = {"stage": arm.stage, "arm": arm.name, "seed": arm.seed, "epoch": epoch,
-                                  **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
-                                  "lr": optimizer.param_groups[0]["lr"], "trainable_blocks": len(trainable)}
+        record: dict[str, Any] = {
+            "stage": arm.stage,
+            "arm": arm.name,
+            "seed": arm.seed,
+            "epoch": epoch,
+            **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+            "lr": optimizer.param_groups[0]["lr"],
+            "trainable_blocks": len(trainable),
+        }
         if has_val:
             val = evaluate(task, net, eval_loader("val"), arm.data.info, device=device)
             record.update({f"val_{k}": v for k, v in val.metrics.items()})
@@ -219,9 +250,14 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path, o
         record["seconds"] = round(epoch_seconds, 3)
         history.append(record)
         checkpoint.save_training_state(
-            state_path, model=model, optimizer=optimizer, schedule_state=schedule.state_dict(),
-            epoch=epoch, rng=rng_state(),
-            extra={"history": history, "seconds": seconds, "arm": arm.name, "best": best})
+            state_path,
+            model=model,
+            optimizer=optimizer,
+            schedule_state=schedule.state_dict(),
+            epoch=epoch,
+            rng=rng_state(),
+            extra={"history": history, "seconds": seconds, "arm": arm.name, "best": best},
+        )
         on_epoch(record)
         last_epoch = epoch
 
@@ -237,9 +273,18 @@ def train_arm(task: Task, arm: Arm, *, device: torch.device, state_path: Path, o
         cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}
         cached.close()
     total = seconds + (cached.extraction_seconds if cached else 0.0)
-    return ArmResult(arm.name, strategy.name, test_eval, val_eval, total, last_epoch, history, cache_stats,
-                     best_epoch=best["epoch"] if cfg.keep == "best" else last_epoch,
-                     stopped_early=bool(best["stopped"]))
+    return ArmResult(
+        arm.name,
+        strategy.name,
+        test_eval,
+        val_eval,
+        total,
+        last_epoch,
+        history,
+        cache_stats,
+        best_epoch=best["epoch"] if cfg.keep == "best" else last_epoch,
+        stopped_early=bool(best["stopped"]),
+    )
 
 
 def _batch_size(targets: Any) -> int:

@@ -14,8 +14,9 @@ from ..config import TrainConfig
 def build_optimizer(groups: list[dict[str, Any]], train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW / Adam / SGD over ``groups`` (each with ``name``, ``params``, ``base_lr``, ``lr``)."""
     if train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum,
-                               weight_decay=train.weight_decay, nesterov=train.momentum > 0)
+        return torch.optim.SGD(
+            groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.momentum > 0
+        )
     cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=train.lr, weight_decay=train.weight_decay)
 

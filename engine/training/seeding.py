@@ -30,8 +30,10 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             tensors[f"rng.cuda.{i}"] = s
     np_state = np.random.get_state()
     tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
-    meta = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": _to_json(random.getstate())}
+    meta = {
+        "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": _to_json(random.getstate()),
+    }
     return tensors, meta
 
 

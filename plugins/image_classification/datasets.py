@@ -30,17 +30,28 @@ from typing import Any, Literal, Union
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from tlengine.data import DatasetSpec, resolve_under
 from tlengine.data.synthetic_shapes import SHAPES, generate
 from tlengine.errors import DataError
 
 __all__ = [
-    "TASK", "IMAGE_EXTENSIONS", "SPLIT_FOLDERS", "ImageSamples", "ImageItem",
-    "SyntheticShapesArgs", "ImageFolderArgs", "CsvArgs",
-    "build_synthetic_shapes", "build_image_folder", "build_csv",
-    "SYNTHETIC_SHAPES", "IMAGE_FOLDER", "CSV",
-    "open_image", "verify_images", "register_datasets",
+    "TASK",
+    "IMAGE_EXTENSIONS",
+    "SPLIT_FOLDERS",
+    "ImageSamples",
+    "ImageItem",
+    "SyntheticShapesArgs",
+    "ImageFolderArgs",
+    "CsvArgs",
+    "build_synthetic_shapes",
+    "build_image_folder",
+    "build_csv",
+    "SYNTHETIC_SHAPES",
+    "IMAGE_FOLDER",
+    "CSV",
+    "open_image",
+    "verify_images",
+    "register_datasets",
 ]
 
 TASK = "image-classification"
@@ -157,19 +168,21 @@ class SyntheticShapesArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     shapes: list[str] | None = Field(
-        None, description=f"shape names, one class each (default: the first 4 of {', '.join(SHAPES)})")
-    classes: int | None = Field(
-        None, ge=1, le=len(SHAPES), description="alternative to shapes: use the first N shapes")
+        None, description=f"shape names, one class each (default: the first 4 of {', '.join(SHAPES)})"
+    )
+    classes: int | None = Field(None, ge=1, le=len(SHAPES), description="alternative to shapes: use the first N shapes")
     per_class: int = Field(40, ge=1, description="images generated per class")
     size: int = Field(64, ge=16, le=512, description="image side in pixels")
     seed: int = Field(0, description="generator seed; same seed -> same images")
     # Style switches (defaults: the full difficulty). They only change what is painted, so
     # the same seed gives the same shapes, colours and placement in every style.
     background: Literal["textured", "plain"] = Field(
-        "textured", description="textured: two colours mixed by a random texture; plain: one flat colour")
+        "textured", description="textured: two colours mixed by a random texture; plain: one flat colour"
+    )
     distractors: bool = Field(True, description="draw 0-3 soft blobs behind the shape")
-    noise: float = Field(8.0, ge=0.0, le=255.0,
-                         description="largest pixel-noise standard deviation (0-255 scale); 0 = none")
+    noise: float = Field(
+        8.0, ge=0.0, le=255.0, description="largest pixel-noise standard deviation (0-255 scale); 0 = none"
+    )
 
     @field_validator("shapes")
     @classmethod
@@ -199,17 +212,27 @@ class SyntheticShapesArgs(BaseModel):
 def build_synthetic_shapes(args: SyntheticShapesArgs, root: Path) -> ImageSamples:
     """Generate the images in memory (``root`` is unused: nothing is read)."""
     names = args.shape_names()
-    items: list[tuple[ImageItem, int]] = list(generate(
-        names, args.per_class, args.size, args.seed,
-        background=args.background, distractors=args.distractors, noise=args.noise))
+    items: list[tuple[ImageItem, int]] = list(
+        generate(
+            names,
+            args.per_class,
+            args.size,
+            args.seed,
+            background=args.background,
+            distractors=args.distractors,
+            noise=args.noise,
+        )
+    )
     style = [f"{args.background} background"] if args.background != "textured" else []
     style += [] if args.distractors else ["no distractors"]
     style += [f"noise {args.noise:g}"] if args.noise != SyntheticShapesArgs.model_fields["noise"].default else []
     return ImageSamples(
         items=items,
         classes=names,
-        source=(f"synthetic-shapes ({_plural(len(names), 'class')} x {_plural(args.per_class, 'image')}, "
-                f"{args.size}px, seed {args.seed}{''.join(', ' + x for x in style)})"),
+        source=(
+            f"synthetic-shapes ({_plural(len(names), 'class')} x {_plural(args.per_class, 'image')}, "
+            f"{args.size}px, seed {args.seed}{''.join(', ' + x for x in style)})"
+        ),
         eval_crop_pct=1.0,
     )
 
@@ -224,9 +247,11 @@ class ImageFolderArgs(BaseModel):
     path: str = Field(description="folder with one subfolder per class, relative to data.root")
     extensions: list[str] = Field(
         default_factory=lambda: list(IMAGE_EXTENSIONS),
-        description="image file extensions to include (case-insensitive)")
+        description="image file extensions to include (case-insensitive)",
+    )
     classes: list[str] | None = Field(
-        None, description="use only these class subfolders, in this label order (default: all, sorted)")
+        None, description="use only these class subfolders, in this label order (default: all, sorted)"
+    )
 
     @field_validator("extensions")
     @classmethod
@@ -299,8 +324,7 @@ def build_image_folder(args: ImageFolderArgs, root: Path) -> ImageSamples:
     if not subdirs:
         loose = len([p for p in folder.iterdir() if p.suffix.lower() in args.extensions])
         hint = f"; it holds {_plural(loose, 'image')} directly, move them into class folders" if loose else ""
-        raise DataError(
-            f"image folder {folder} has no class subfolders (expected {folder}/<class>/<image>){hint}")
+        raise DataError(f"image folder {folder} has no class subfolders (expected {folder}/<class>/<image>){hint}")
     if _is_split_layout(subdirs):
         return _build_split_image_folder(args, root, folder, subdirs)
     if args.classes is not None:
@@ -308,7 +332,8 @@ def build_image_folder(args: ImageFolderArgs, root: Path) -> ImageSamples:
         if missing:
             raise DataError(
                 f"class {', '.join(repr(c) for c in missing)} listed in classes has no folder in "
-                f"{folder}; found: {', '.join(subdirs)}")
+                f"{folder}; found: {', '.join(subdirs)}"
+            )
         classes = list(args.classes)
     else:
         classes = subdirs
@@ -320,8 +345,10 @@ def build_image_folder(args: ImageFolderArgs, root: Path) -> ImageSamples:
 
     items: list[tuple[ImageItem, int]] = [(f, label) for label, c in enumerate(classes) for f in per_class[c]]
     return ImageSamples(
-        items=items, classes=classes,
-        source=f"ImageFolder {folder} ({_plural(len(classes), 'class')}, {_plural(len(items), 'image')})")
+        items=items,
+        classes=classes,
+        source=f"ImageFolder {folder} ({_plural(len(classes), 'class')}, {_plural(len(items), 'image')})",
+    )
 
 
 def _build_split_image_folder(args: ImageFolderArgs, root: Path, folder: Path, subdirs: list[str]) -> ImageSamples:
@@ -329,21 +356,24 @@ def _build_split_image_folder(args: ImageFolderArgs, root: Path, folder: Path, s
     if "test" not in subdirs:
         raise DataError(
             f"image folder {folder} has {'/, '.join(subdirs)}/ but no test/ subfolder; add "
-            f"{folder}/test/<class>/<image>, or put the class folders directly in {folder} for a random split")
+            f"{folder}/test/<class>/<image>, or put the class folders directly in {folder} for a random split"
+        )
     splits = [s for s in SPLIT_FOLDERS if s in subdirs]
     found: dict[str, list[str]] = {}
     for split in splits:
         found[split] = _subdirs(folder / split)
         if not found[split]:
-            raise DataError(f"split folder {folder / split} has no class subfolders "
-                            f"(expected {folder / split}/<class>/<image>)")
+            raise DataError(
+                f"split folder {folder / split} has no class subfolders (expected {folder / split}/<class>/<image>)"
+            )
     union = sorted(set().union(*found.values()))
     if args.classes is not None:
         missing = [c for c in args.classes if c not in found["train"]]
         if missing:
             raise DataError(
                 f"class {', '.join(repr(c) for c in missing)} listed in classes has no folder in "
-                f"{folder / 'train'}; found: {', '.join(found['train'])}")
+                f"{folder / 'train'}; found: {', '.join(found['train'])}"
+            )
         classes = list(args.classes)
     else:
         classes = union
@@ -352,7 +382,8 @@ def _build_split_image_folder(args: ImageFolderArgs, root: Path, folder: Path, s
         if orphans:
             raise DataError(
                 f"class {', '.join(repr(c) for c in orphans)} has a folder in {folder / split} but none in "
-                f"{folder / 'train'}; a class needs training images")
+                f"{folder / 'train'}; a class needs training images"
+            )
 
     items: list[tuple[ImageItem, int]] = []
     index: dict[str, list[int]] = {}
@@ -366,9 +397,14 @@ def _build_split_image_folder(args: ImageFolderArgs, root: Path, folder: Path, s
         raise DataError(f"image folder {folder} contains no images with extensions {', '.join(args.extensions)}")
     counts = ", ".join(f"{len(index[s])} {s}" for s in splits)
     return ImageSamples(
-        items=items, classes=classes, splits=index,
-        source=(f"ImageFolder {folder} ({'/'.join(splits)} folders, {_plural(len(classes), 'class')}, "
-                f"{_plural(len(items), 'image')}: {counts})"))
+        items=items,
+        classes=classes,
+        splits=index,
+        source=(
+            f"ImageFolder {folder} ({'/'.join(splits)} folders, {_plural(len(classes), 'class')}, "
+            f"{_plural(len(items), 'image')}: {counts})"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- csv
@@ -379,11 +415,15 @@ class CsvArgs(BaseModel):
 
     path: str = Field(description="CSV file relative to data.root; first row is the header")
     image_root: str | None = Field(
-        None, description="folder the image paths in the CSV are relative to, relative to data.root "
-                          "(default: the CSV's folder)")
+        None,
+        description="folder the image paths in the CSV are relative to, relative to data.root "
+        "(default: the CSV's folder)",
+    )
     classes: list[str] | None = Field(
-        None, description="allowed labels in label order; a row with another label is an error "
-                          "(default: every label found, sorted)")
+        None,
+        description="allowed labels in label order; a row with another label is an error "
+        "(default: every label found, sorted)",
+    )
     path_column: str = Field("path", description="column holding the image path")
     label_column: str = Field("label", description="column holding the class label")
 
@@ -427,7 +467,8 @@ def build_csv(args: CsvArgs, root: Path) -> ImageSamples:
                 if col not in header:
                     raise DataError(
                         f"csv file {csv_path} has no column '{col}' (its header has: "
-                        f"{', '.join(header)}); set {key} to the right column name")
+                        f"{', '.join(header)}); set {key} to the right column name"
+                    )
             for row in reader:
                 line = reader.line_num  # physical line of this row's end (1 = header)
                 path_value = (row.get(args.path_column) or "").strip()
@@ -453,32 +494,46 @@ def build_csv(args: CsvArgs, root: Path) -> ImageSamples:
     for line, path_value, label in rows:
         if label not in index:
             raise DataError(
-                f"csv file {csv_path} line {line}: label '{label}' is not one of the classes "
-                f"({', '.join(classes)})")
+                f"csv file {csv_path} line {line}: label '{label}' is not one of the classes ({', '.join(classes)})"
+            )
         try:
             image = resolve_under(root, image_root / path_value, what="image")
         except DataError:
             raise DataError(
-                f"csv file {csv_path} line {line}: image path '{path_value}' is outside the data "
-                f"root {root}") from None
+                f"csv file {csv_path} line {line}: image path '{path_value}' is outside the data root {root}"
+            ) from None
         if not image.is_file():
             raise DataError(f"csv file {csv_path} line {line}: image file {image} does not exist")
         items.append((image, index[label]))
     return ImageSamples(
-        items=items, classes=classes,
-        source=f"CSV {csv_path} ({_plural(len(classes), 'class')}, {_plural(len(items), 'image')})")
+        items=items,
+        classes=classes,
+        source=f"CSV {csv_path} ({_plural(len(classes), 'class')}, {_plural(len(items), 'image')})",
+    )
 
 
 # --------------------------------------------------------------------------- registration
 SYNTHETIC_SHAPES = DatasetSpec(
-    name="synthetic-shapes", task=TASK, args=SyntheticShapesArgs, build=build_synthetic_shapes,
-    description="generated coloured shapes on textured backgrounds; class = shape (no files needed)")
+    name="synthetic-shapes",
+    task=TASK,
+    args=SyntheticShapesArgs,
+    build=build_synthetic_shapes,
+    description="generated coloured shapes on textured backgrounds; class = shape (no files needed)",
+)
 IMAGE_FOLDER = DatasetSpec(
-    name="image-folder", task=TASK, args=ImageFolderArgs, build=build_image_folder,
-    description="a folder with one subfolder of images per class: <path>/<class>/<image>")
+    name="image-folder",
+    task=TASK,
+    args=ImageFolderArgs,
+    build=build_image_folder,
+    description="a folder with one subfolder of images per class: <path>/<class>/<image>",
+)
 CSV = DatasetSpec(
-    name="csv", task=TASK, args=CsvArgs, build=build_csv,
-    description="a CSV file with an image path column and a label column")
+    name="csv",
+    task=TASK,
+    args=CsvArgs,
+    build=build_csv,
+    description="a CSV file with an image path column and a label column",
+)
 
 
 def register_datasets(registry: Any) -> None:

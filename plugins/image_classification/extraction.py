@@ -18,19 +18,20 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
-
 from tlengine.cache import fingerprint_items
 from tlengine.kernels import ops_for
 from tlengine.training.seeding import derive_seed
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .datasets import ImageItem, open_image
 from .transforms import DEFAULT_CROP_PCT, to_rgb
 
 #: training views are cut from a base this much larger than the input (ImageNet's 256/224)
 TRAIN_BASE_CROP_PCT = 0.875
-AUGMENTATION = ("view 0: the eval transform; views >= 1: random crop of input_size from a base of "
-                "input_size/min(crop_pct, 0.875), random mirror")
+AUGMENTATION = (
+    "view 0: the eval transform; views >= 1: random crop of input_size from a base of "
+    "input_size/min(crop_pct, 0.875), random mirror"
+)
 
 
 def base_size(preprocessing: dict[str, Any], *, train: bool) -> int:
@@ -58,8 +59,9 @@ class BaseImages(Dataset):
     view 0 then reproduces the eval transform for any aspect ratio.
     """
 
-    def __init__(self, items: Sequence[tuple[ImageItem, int]], indices: Sequence[int], size: int, crop: int,
-                 interpolation: str):
+    def __init__(
+        self, items: Sequence[tuple[ImageItem, int]], indices: Sequence[int], size: int, crop: int, interpolation: str
+    ):
         self.items, self.indices, self.size, self.crop = items, list(indices), size, crop
         self.resample = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}.get(interpolation, Image.BILINEAR)
 
@@ -130,9 +132,17 @@ def view_params(samples: torch.Tensor, view: int, seed: int, base: int, size: in
     return offsets, mirror
 
 
-def extraction_batches(dataset: Dataset, *, indices: torch.Tensor, view: int, seed: int, batch_size: int,
-                       preprocessing: dict[str, Any], kernels: str, train: bool
-                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def extraction_batches(
+    dataset: Dataset,
+    *,
+    indices: torch.Tensor,
+    view: int,
+    seed: int,
+    batch_size: int,
+    preprocessing: dict[str, Any],
+    kernels: str,
+    train: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised ``[B,3,input,input]`` float32 batches of the samples ``indices``."""
     base_ds, positions = unwrap(dataset)
     size = int(preprocessing["input_size"])
@@ -145,7 +155,7 @@ def extraction_batches(dataset: Dataset, *, indices: torch.Tensor, view: int, se
     std = [float(s) for s in preprocessing["std"]]
     start = 0
     for batch in loader:
-        sample_idx = indices[start:start + batch.shape[0]]
+        sample_idx = indices[start : start + batch.shape[0]]
         start += batch.shape[0]
         offsets, mirror = view_params(sample_idx, view, seed, base, size)
         yield ops.normalize_images(batch, offsets, mirror, size, size, mean, std, torch.float32), sample_idx

@@ -14,9 +14,9 @@ from tlengine.registry import Registry
 PIPELINES_DIR = Path(__file__).parent / "pipelines"
 PIPELINES = {
     "quickstart": "ImageNet EfficientNet-Lite0 -> 5 new shape classes from 16 images each: "
-                  "feature-extraction and fine-tune vs scratch (needs the [pretrained] extra)",
+    "feature-extraction and fine-tune vs scratch (needs the [pretrained] extra)",
     "sequential-shapes": "train a source model on 6 shapes, transfer it to 4 unseen shapes from 12 images each, "
-                         "vs scratch (core install only)",
+    "vs scratch (core install only)",
 }
 
 
@@ -24,8 +24,7 @@ PIPELINES = {
 def tlengine_register_tasks(tasks: Registry) -> None:
     from .task import ImageClassificationTask
 
-    tasks.add(ImageClassificationTask.name, ImageClassificationTask,
-              description="single-label image classification")
+    tasks.add(ImageClassificationTask.name, ImageClassificationTask, description="single-label image classification")
 
 
 @hookimpl

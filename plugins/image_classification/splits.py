@@ -45,8 +45,7 @@ class SplitResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def split_samples(samples: ImageSamples, *, val_fraction: float, test_fraction: float,
-                  seed: int) -> SplitResult:
+def split_samples(samples: ImageSamples, *, val_fraction: float, test_fraction: float, seed: int) -> SplitResult:
     """Split ``samples`` into train/val/test and check that every class can be learnt and measured.
 
     With ``samples.splits`` (a predefined split) its ``train`` and ``test`` are kept as
@@ -64,13 +63,16 @@ def split_samples(samples: ImageSamples, *, val_fraction: float, test_fraction: 
         problems = _predefined_problems(samples, result)
         if problems:
             raise DataError(problems)
-        result.warnings += _missing_val_warnings(samples, result, val_fraction=val_fraction,
-                                                 test_fraction=test_fraction, seed=seed)
+        result.warnings += _missing_val_warnings(
+            samples, result, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
         return result
 
     if test_fraction <= 0:
-        raise DataError(f"{samples.source}: test_fraction is 0, so no image goes to the test split; "
-                        "set it above 0 (or give the dataset a test split)")
+        raise DataError(
+            f"{samples.source}: test_fraction is 0, so no image goes to the test split; "
+            "set it above 0 (or give the dataset a test split)"
+        )
     train, val, test = split_indices(labels, val_fraction, test_fraction, seed)
     result = SplitResult(train, val, test)
     counts = _counts(labels, result)
@@ -81,9 +83,11 @@ def split_samples(samples: ImageSamples, *, val_fraction: float, test_fraction: 
         named = _name_classes(samples.classes, short, total)
         raise DataError(
             f"{samples.source}: {named} too few images to split into train and test with val_fraction "
-            f"{val_fraction:g} and test_fraction {test_fraction:g}: each class needs {_at_least(need)}")
-    result.warnings += _missing_val_warnings(samples, result, val_fraction=val_fraction,
-                                             test_fraction=test_fraction, seed=seed)
+            f"{val_fraction:g} and test_fraction {test_fraction:g}: each class needs {_at_least(need)}"
+        )
+    result.warnings += _missing_val_warnings(
+        samples, result, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
     return result
 
 
@@ -101,7 +105,7 @@ def _counts(labels: list[int], result: SplitResult) -> dict[str, Counter]:
 
 
 def _name_classes(classes: list[str], which: Iterable[int], counts: Counter, where: str = "") -> str:
-    """"class 'a' (2 images) has" / "classes 'a' (2 images), 'b' (1 image) have", at most _MAX_NAMED named."""
+    """ "class 'a' (2 images) has" / "classes 'a' (2 images), 'b' (1 image) have", at most _MAX_NAMED named."""
     which = list(which)
     parts = [f"'{classes[c]}' ({_images(counts[c])}{where})" for c in which[:_MAX_NAMED]]
     if len(which) > _MAX_NAMED:
@@ -147,17 +151,18 @@ def _predefined_problems(samples: ImageSamples, result: SplitResult) -> str:
     sentences = []
     if no_train:
         named = _name_classes(samples.classes, no_train, counts["test"], " in test")
-        sentences.append(f"{named} no images in the predefined train split; every class needs at least "
-                         "1 training image")
+        sentences.append(
+            f"{named} no images in the predefined train split; every class needs at least 1 training image"
+        )
     if no_test:
         named = _name_classes(samples.classes, no_test, train_total, " in train")
-        sentences.append(f"{named} no images in the predefined test split; every class needs at least "
-                         "1 test image")
+        sentences.append(f"{named} no images in the predefined test split; every class needs at least 1 test image")
     return f"{samples.source}: " + "; ".join(sentences) if sentences else ""
 
 
-def _missing_val_warnings(samples: ImageSamples, result: SplitResult, *, val_fraction: float,
-                          test_fraction: float, seed: int) -> list[str]:
+def _missing_val_warnings(
+    samples: ImageSamples, result: SplitResult, *, val_fraction: float, test_fraction: float, seed: int
+) -> list[str]:
     """One sentence naming the classes without validation images, if validation was asked for."""
     counts = _counts(samples.labels, result)
     no_val = [c for c in range(len(samples.classes)) if counts["val"][c] == 0]
@@ -167,8 +172,7 @@ def _missing_val_warnings(samples: ImageSamples, result: SplitResult, *, val_fra
         return []
     if splits is not None and "val" in splits:
         named = _name_classes(samples.classes, no_val, counts["train"], " in train")
-        return [(f"{named} no images in the predefined val split, so validation does not "
-                 f"measure {them}.")]
+        return [(f"{named} no images in the predefined val split, so validation does not measure {them}.")]
     if val_fraction <= 0:
         return []  # no validation asked for: nothing is missing
     if splits is not None:  # val comes out of the predefined train split
@@ -180,5 +184,9 @@ def _missing_val_warnings(samples: ImageSamples, result: SplitResult, *, val_fra
         need = _min_per_class(val_fraction, test_fraction, seed, need=("train", "val", "test"))
         where = ""
     named = _name_classes(samples.classes, no_val, pool, where)
-    return [(f"{named} no validation images (with val_fraction {val_fraction:g} a class needs "
-             f"{_at_least(need)}{where}), so validation does not measure {them}.")]
+    return [
+        (
+            f"{named} no validation images (with val_fraction {val_fraction:g} a class needs "
+            f"{_at_least(need)}{where}), so validation does not measure {them}."
+        )
+    ]

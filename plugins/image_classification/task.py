@@ -8,9 +8,6 @@ from typing import Any, Iterator, Literal, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
-
 from tlengine.atomic import write_text
 from tlengine.config import DataConfig, ModelConfig
 from tlengine.errors import DataError
@@ -18,6 +15,8 @@ from tlengine.model import TransferModel
 from tlengine.reporting.plots import plot_confusion
 from tlengine.task import Evaluation, PredictInput, Task, TaskData
 from tlengine.training.metrics import classification_metrics
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import extraction
 from .datasets import open_image, verify_images
@@ -30,7 +29,8 @@ class ImageDataOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     augment: Literal["none", "light", "strong"] = Field(
-        "light", description="none | light (random resized crop + flip) | strong (+ affine, colour jitter)")
+        "light", description="none | light (random resized crop + flip) | strong (+ affine, colour jitter)"
+    )
 
 
 class ImageModelOptions(BaseModel):
@@ -54,9 +54,13 @@ class ImageClassificationTask(Task):
     def _backbone(self, model: ModelConfig, *, init: Mapping[str, bool], base_dir: Path) -> Any:
         factory = self.registries.backbones.get(model.backbone)
         options = self.model_options(model)
-        return factory(weights=model.weights if init.get("backbone") else None,
-                       weights_registry=self.registries.weights, base_dir=base_dir, input_size=options.input_size,
-                       **model.args)
+        return factory(
+            weights=model.weights if init.get("backbone") else None,
+            weights_registry=self.registries.weights,
+            base_dir=base_dir,
+            input_size=options.input_size,
+            **model.args,
+        )
 
     def check_config(self, model: ModelConfig, data: DataConfig, *, base_dir: Path) -> list[tuple[str, str]]:
         from .backbones import check_model_args
@@ -66,8 +70,9 @@ class ImageClassificationTask(Task):
     def preprocessing(self, model: ModelConfig, *, init: Mapping[str, bool], base_dir: Path) -> dict[str, Any]:
         return self._backbone(model, init=init, base_dir=base_dir).preprocessing
 
-    def build_model(self, model: ModelConfig, info: dict[str, Any], *, init: Mapping[str, bool],
-                    base_dir: Path) -> TransferModel:
+    def build_model(
+        self, model: ModelConfig, info: dict[str, Any], *, init: Mapping[str, bool], base_dir: Path
+    ) -> TransferModel:
         backbone = self._backbone(model, init=init, base_dir=base_dir)
         num_classes = len(info["classes"])
         dropout = self.model_options(model).dropout
@@ -76,15 +81,16 @@ class ImageClassificationTask(Task):
         return TransferModel(backbone, head)
 
     # ------------------------------------------------------------------ data
-    def build_data(self, data: DataConfig, *, preprocessing: dict[str, Any], base_dir: Path,
-                   seed: int) -> TaskData:
+    def build_data(self, data: DataConfig, *, preprocessing: dict[str, Any], base_dir: Path, seed: int) -> TaskData:
         spec = self.registries.datasets.get(data.dataset)
         samples = spec.build(spec.args.model_validate(data.args), base_dir)
         if not samples.items:
             raise DataError(f"dataset '{data.dataset}' ({samples.source}) has no images")
         if len(samples.classes) < 2:
-            raise DataError(f"dataset '{data.dataset}' ({samples.source}) has {len(samples.classes)} class; "
-                            "classification needs at least 2")
+            raise DataError(
+                f"dataset '{data.dataset}' ({samples.source}) has {len(samples.classes)} class; "
+                "classification needs at least 2"
+            )
         verify_images(samples)
         split = split_samples(samples, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=seed)
         train_idx, val_idx, test_idx = split.train, split.val, split.test
@@ -97,9 +103,13 @@ class ImageClassificationTask(Task):
         train = Subset(ImageDataset(samples.items, train_tf), train_idx)
         val = Subset(ImageDataset(samples.items, eval_tf), val_idx)
         test = Subset(ImageDataset(samples.items, eval_tf), test_idx)
-        return TaskData(train, val, test, info={"classes": list(samples.classes), "source": samples.source,
-                                                   "preprocessing": preprocessing},
-                        warnings=list(split.warnings))
+        return TaskData(
+            train,
+            val,
+            test,
+            info={"classes": list(samples.classes), "source": samples.source, "preprocessing": preprocessing},
+            warnings=list(split.warnings),
+        )
 
     # ------------------------------------------------------------------ training
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -108,8 +118,9 @@ class ImageClassificationTask(Task):
     def training_loss(self, model: Any, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(inputs).float(), targets, label_smoothing=self.train_config.label_smoothing)
 
-    def evaluate(self, model: TransferModel, loader: DataLoader, device: torch.device,
-                 info: dict[str, Any]) -> Evaluation:
+    def evaluate(
+        self, model: TransferModel, loader: DataLoader, device: torch.device, info: dict[str, Any]
+    ) -> Evaluation:
         preds, trues, total_loss = [], [], 0.0
         for batch in loader:
             inputs, targets = self.move_to(batch, device)
@@ -129,13 +140,21 @@ class ImageClassificationTask(Task):
         for arm, evaluation in arms.items():
             matrix = evaluation.details.get("confusion_matrix")
             if matrix is not None:
-                written.append(plot_confusion(matrix, classes, run_dir / "plots" / f"confusion_{arm}.png",
-                                              title=f"{arm}: test confusion matrix"))
+                written.append(
+                    plot_confusion(
+                        matrix,
+                        classes,
+                        run_dir / "plots" / f"confusion_{arm}.png",
+                        title=f"{arm}: test confusion matrix",
+                    )
+                )
             rows = evaluation.details.get("per_class", [])
             if rows:
                 lines = ["| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-                lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
-                          f"{r['support']} |" for r in rows]
+                lines += [
+                    f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+                    for r in rows
+                ]
                 path = run_dir / "reports" / f"per_class_{arm}.md"
                 path.parent.mkdir(exist_ok=True)
                 write_text(path, "\n".join(lines) + "\n")
@@ -151,15 +170,39 @@ class ImageClassificationTask(Task):
     def dataset_fingerprint(self, dataset: Dataset) -> str:
         return extraction.fingerprint(dataset)
 
-    def extraction_batches(self, dataset: Dataset, *, indices: torch.Tensor, view: int, seed: int,
-                           batch_size: int, preprocessing: dict[str, Any], kernels: str, train: bool
-                           ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return extraction.extraction_batches(dataset, indices=indices, view=view, seed=seed, batch_size=batch_size,
-                                             preprocessing=preprocessing, kernels=kernels, train=train)
+    def extraction_batches(
+        self,
+        dataset: Dataset,
+        *,
+        indices: torch.Tensor,
+        view: int,
+        seed: int,
+        batch_size: int,
+        preprocessing: dict[str, Any],
+        kernels: str,
+        train: bool,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return extraction.extraction_batches(
+            dataset,
+            indices=indices,
+            view=view,
+            seed=seed,
+            batch_size=batch_size,
+            preprocessing=preprocessing,
+            kernels=kernels,
+            train=train,
+        )
 
     # ------------------------------------------------------------------ inference
-    def predict(self, model: TransferModel, inputs: Sequence[PredictInput], info: dict[str, Any], *,
-                options: Mapping[str, Any], device: torch.device | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        model: TransferModel,
+        inputs: Sequence[PredictInput],
+        info: dict[str, Any],
+        *,
+        options: Mapping[str, Any],
+        device: torch.device | None = None,
+    ) -> list[dict[str, Any]]:
         """Top-k labels with probabilities per image file (``options["top_k"]``, default 3)."""
         transform = build_transforms(model.preprocessing, augment="none", train=False)
         classes = info["classes"]
@@ -176,8 +219,14 @@ class ImageClassificationTask(Task):
             with torch.no_grad():
                 probs = model(transform(image).unsqueeze(0)).float().softmax(1)[0]
             top = probs.topk(k)
-            results.append({"input": item.value, "predictions": [
-                {"label": classes[i], "probability": float(p)} for p, i in zip(top.values, top.indices)]})
+            results.append(
+                {
+                    "input": item.value,
+                    "predictions": [
+                        {"label": classes[i], "probability": float(p)} for p, i in zip(top.values, top.indices)
+                    ],
+                }
+            )
         return results
 
     def render_prediction(self, result: dict[str, Any]) -> str:

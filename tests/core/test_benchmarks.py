@@ -18,8 +18,18 @@ if str(REPO) not in sys.path:  # benchmarks/ is a top-level folder, not an insta
     sys.path.insert(0, str(REPO))
 
 OPS = {"normalize_images", "pool_quantize_scatter", "gather_dequantize"}
-KERNEL_KEYS = {"op", "shape", "dtype", "fused_ms", "eager_ms", "compile_ms", "speedup_vs_eager",
-               "speedup_vs_compile", "gbps", "copy_gbps"}
+KERNEL_KEYS = {
+    "op",
+    "shape",
+    "dtype",
+    "fused_ms",
+    "eager_ms",
+    "compile_ms",
+    "speedup_vs_eager",
+    "speedup_vs_compile",
+    "gbps",
+    "copy_gbps",
+}
 TRAINING_KEYS = {"arm", "epochs", "seconds", "accuracy"}
 
 
@@ -88,14 +98,27 @@ def test_quick_training_benchmark_schema(tmp_path: Path) -> None:
         assert arm in markdown
 
 
-def test_run_main_json_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_run_main_json_and_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """--json prints exactly one object; --out writes JSON + markdown (benchmarks stubbed: no timing)."""
     import benchmarks.kernels
     import benchmarks.run
 
-    row = {"kind": "kernel", "op": "gather_dequantize", "shape": "[4,2][2 rows]->float32", "dtype": "int8",
-           "fused_ms": None, "eager_ms": 0.1, "compile_ms": 0.2, "speedup_vs_eager": None, "speedup_vs_compile": None,
-           "gbps": None, "copy_gbps": 10.0, "note": "no extension"}
+    row = {
+        "kind": "kernel",
+        "op": "gather_dequantize",
+        "shape": "[4,2][2 rows]->float32",
+        "dtype": "int8",
+        "fused_ms": None,
+        "eager_ms": 0.1,
+        "compile_ms": 0.2,
+        "speedup_vs_eager": None,
+        "speedup_vs_compile": None,
+        "gbps": None,
+        "copy_gbps": 10.0,
+        "note": "no extension",
+    }
     canned = {"kind": "kernels", "device": "cpu", "threads": 2, "torch": "x", "rows": [row]}
     monkeypatch.setattr(benchmarks.kernels, "run_kernel_benchmarks", lambda **kw: canned)
     assert benchmarks.run.main(["kernels", "--json", "--device", "cpu", "--out", str(tmp_path)]) == 0

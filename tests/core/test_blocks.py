@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from tlengine.blocks import (
-    BlockGroup, check_partition, generic_groups, groups_from_param_names, make_blocks, partition_blocks,
+    BlockGroup,
+    check_partition,
+    generic_groups,
+    groups_from_param_names,
+    make_blocks,
+    partition_blocks,
 )
+from torch import nn
 
 
 class Net(nn.Module):
@@ -31,8 +35,11 @@ def test_partition_blocks_follows_module_order_and_covers_every_parameter():
     assert [n for n, _ in blocks] == ["stem", "stage1", "features.0+features.1"]
     stem = blocks[0][1]
     assert isinstance(stem, BlockGroup)
-    assert {id(p) for p in stem.parameters()} == {id(net.scale), *map(id, net.conv.parameters()),
-                                                  *map(id, net.bn.parameters())}
+    assert {id(p) for p in stem.parameters()} == {
+        id(net.scale),
+        *map(id, net.conv.parameters()),
+        *map(id, net.bn.parameters()),
+    }
     assert blocks[1][1] is net.stage1  # a whole stage is the module itself
     assert check_partition(net, blocks) == []
     # a BlockGroup is a view: no state-dict keys, and it cannot be called
@@ -59,9 +66,11 @@ def test_check_partition_names_missing_doubled_and_foreign_parameters():
 
 def test_groups_from_param_names_takes_whole_modules_and_splits_mixed_owners():
     net = Net()
-    param_groups = [["scale", "conv.weight", "conv.bias", "bn.weight"],
-                    ["bn.bias", "stage1.0.weight", "stage1.0.bias"],
-                    ["features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias"]]
+    param_groups = [
+        ["scale", "conv.weight", "conv.bias", "bn.weight"],
+        ["bn.bias", "stage1.0.weight", "stage1.0.bias"],
+        ["features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias"],
+    ]
     groups = groups_from_param_names(net, param_groups)
     first = dict(groups[0][1])
     assert first["conv"] is net.conv and first["bn.weight"] is net.bn.weight  # bn mixes groups

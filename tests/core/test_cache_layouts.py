@@ -9,14 +9,13 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import Dataset
-
 from tlengine.config import CacheConfig
 from tlengine.kernels import extension_available
 from tlengine.model import TransferModel
 from tlengine.task import CacheSpec, Evaluation, Task, TaskData
 from tlengine.training.feature_cache import CachedFeatures
+from torch import nn
+from torch.utils.data import Dataset
 
 D = 6
 KERNELS = ["torch"] + (["fused"] if extension_available() else [])
@@ -84,9 +83,18 @@ class SeqTask(Task):
     def dataset_fingerprint(self, dataset: Dataset) -> str:
         return str(sum(float(s.sum()) for s in dataset.items))
 
-    def extraction_batches(self, dataset: Dataset, *, indices: torch.Tensor, view: int, seed: int, batch_size: int,
-                           preprocessing: dict[str, Any], kernels: str, train: bool
-                           ) -> Iterator[tuple[Any, torch.Tensor]]:
+    def extraction_batches(
+        self,
+        dataset: Dataset,
+        *,
+        indices: torch.Tensor,
+        view: int,
+        seed: int,
+        batch_size: int,
+        preprocessing: dict[str, Any],
+        kernels: str,
+        train: bool,
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
         for chunk in indices.split(batch_size):
             yield pad([dataset.items[i] for i in chunk.tolist()]), chunk
 
@@ -97,8 +105,9 @@ def cached(spec: CacheSpec, kernels: str, batch_size: int = 3) -> tuple[CachedFe
     torch.manual_seed(0)
     model = task.build_model(None, {}, init={}, base_dir=Path("."))
     data = TaskData(Sequences(10, 1), Sequences(4, 2), Sequences(5, 3))
-    served = CachedFeatures(task, model, data, CacheConfig(kernels=kernels), device=torch.device("cpu"), seed=0,
-                            batch_size=batch_size)
+    served = CachedFeatures(
+        task, model, data, CacheConfig(kernels=kernels), device=torch.device("cpu"), seed=0, batch_size=batch_size
+    )
     served.prepare()
     return served, model, data
 
@@ -121,8 +130,11 @@ def test_padded_sequences_pool_under_their_mask(kernels, pooling):
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
-@pytest.mark.parametrize("spec", [CacheSpec("vector", "avg"), CacheSpec("vector", "max"),
-                                  CacheSpec("sequence", max_tokens=8)], ids=["avg", "max", "sequence"])
+@pytest.mark.parametrize(
+    "spec",
+    [CacheSpec("vector", "avg"), CacheSpec("vector", "max"), CacheSpec("sequence", max_tokens=8)],
+    ids=["avg", "max", "sequence"],
+)
 def test_padding_does_not_change_cached_features(kernels, spec):
     """The same sequences extracted in batches of 1 (no padding) and of 5 (padded) agree."""
     alone, _, _ = cached(spec, kernels, batch_size=1)
@@ -140,7 +152,7 @@ def test_sequence_layout_keeps_tokens_and_lengths(kernels):
     assert lengths.tolist() == [len(s) for s in data.test.items]
     for i, seq in enumerate(data.test.items):
         torch.testing.assert_close(feats[i, : len(seq)], live(model, seq), rtol=1e-5, atol=1e-6)
-        assert torch.count_nonzero(feats[i, len(seq):]) == 0
+        assert torch.count_nonzero(feats[i, len(seq) :]) == 0
 
 
 def test_sequence_layout_needs_max_tokens():
@@ -176,8 +188,9 @@ def test_map_layout_returns_whole_maps(kernels):
     task.spec = CacheSpec("map")
     model = task.build_model(None, {}, init={}, base_dir=Path("."))
     data = TaskData(Images(6, 1), Images(0, 2), Images(4, 3))
-    served = CachedFeatures(task, model, data, CacheConfig(kernels=kernels), device=torch.device("cpu"), seed=0,
-                            batch_size=3)
+    served = CachedFeatures(
+        task, model, data, CacheConfig(kernels=kernels), device=torch.device("cpu"), seed=0, batch_size=3
+    )
     served.prepare()
     feats, _ = next(iter(served.eval_loader("test", batch_size=4)))
     with torch.no_grad():

@@ -8,16 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import SafetensorError
-from torch import nn
-
+from test_strategies import make_model
 from tlengine.config import StrategyConfig, TrainConfig
 from tlengine.errors import RunError
 from tlengine.strategies import FineTune
 from tlengine.training import checkpoint
 from tlengine.training.optim import build_optimizer
 from tlengine.training.seeding import rng_state, set_rng_state
-
-from test_strategies import make_model
+from torch import nn
 
 
 def step(model, opt):
@@ -37,8 +35,15 @@ def test_training_state_roundtrip(tmp_path):
     s.apply(model, 2)  # a block thaws: its group gets optimizer state from now on
     step(model, opt)
     path = tmp_path / "state.safetensors"
-    checkpoint.save_training_state(path, model=model, optimizer=opt, schedule_state={"step": 2}, epoch=2,
-                                   rng=rng_state(), extra={"history": [{"epoch": 1}]})
+    checkpoint.save_training_state(
+        path,
+        model=model,
+        optimizer=opt,
+        schedule_state={"step": 2},
+        epoch=2,
+        rng=rng_state(),
+        extra={"history": [{"epoch": 1}]},
+    )
     expected_next = torch.rand(3)
 
     model2 = make_model()
@@ -64,7 +69,6 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     import pytest
-
     from tlengine.errors import RunError
 
     with pytest.raises(RunError, match="unreadable or truncated"):
@@ -83,11 +87,14 @@ def _saved(tmp_path):
     return path, path.read_bytes()
 
 
-@pytest.mark.parametrize("failure", [
-    SafetensorError('Error while serializing: I/O error: No space left on device (os error 28) at path "/x/.tmp1"'),
-    SafetensorError("No space left on device"),
-    OSError(errno.ENOSPC, "No space left on device"),
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        SafetensorError('Error while serializing: I/O error: No space left on device (os error 28) at path "/x/.tmp1"'),
+        SafetensorError("No space left on device"),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ],
+)
 def test_full_disk_is_one_sentence_and_keeps_the_old_checkpoint(tmp_path, monkeypatch, failure):
     path, before = _saved(tmp_path)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tlengine.config import apply_overrides, read_yaml, validate_data
 from tlengine.errors import ConfigError, TLEngineError, UnknownNameError
 from tlengine.plugins import registries
@@ -19,8 +18,16 @@ def test_valid_pipeline_loads(tiny_config, write_pipeline):
 
 
 def test_overrides_parse_values_and_nested_keys(tiny_config):
-    data = apply_overrides(tiny_config, ["train.epochs=5", "train.lr=1e-4", "data.args.shapes=[star, ring]",
-                                         "strategy.unfreeze=2", "model.weights=null"])
+    data = apply_overrides(
+        tiny_config,
+        [
+            "train.epochs=5",
+            "train.lr=1e-4",
+            "data.args.shapes=[star, ring]",
+            "strategy.unfreeze=2",
+            "model.weights=null",
+        ],
+    )
     config = validate_data(data)
     assert config.train.epochs == 5 and config.train.lr == pytest.approx(1e-4)
     assert config.data.args["shapes"] == ["star", "ring"]

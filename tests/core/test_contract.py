@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 import toy_plugin
+from safetensors.torch import load_file, save_file
 from tlengine import hookimpl
 from tlengine.config import StrategyConfig
 from tlengine.errors import ConfigError, TLEngineError
@@ -51,7 +50,9 @@ def base_weights(tmp_path: Path) -> Path:
 
 def pipeline(**overrides: Any) -> dict[str, Any]:
     data = {
-        "name": "toy", "task": "toy-regression", "seed": 0,
+        "name": "toy",
+        "task": "toy-regression",
+        "seed": 0,
         "data": {"dataset": "toy-points", "args": {"n": 80, "seed": 1}, "val_fraction": 0.2, "test_fraction": 0.25},
         "model": {"backbone": "toy-encdec", "weights": "base.safetensors"},
         "strategy": {"name": "fine-tune", "backbone_lr_mult": 0.5},
@@ -62,8 +63,9 @@ def pipeline(**overrides: Any) -> dict[str, Any]:
     return data
 
 
-def run(data: dict[str, Any], base_dir: Path, out: Path, manager: PluginManager | None = None
-        ) -> tuple[Path, dict[str, Any]]:
+def run(
+    data: dict[str, Any], base_dir: Path, out: Path, manager: PluginManager | None = None
+) -> tuple[Path, dict[str, Any]]:
     manager = manager or make_manager()
     config = validate(data, manager.registries, base_dir)
     run_dir = Runner(manager, echo=lambda s: None).run(LoadedPipeline(config, base_dir, "test"), output=out)
@@ -111,8 +113,11 @@ def _prepared(tmp_path: Path, data: dict[str, Any]):
 
 
 def test_two_part_model_with_per_part_init_and_lr(tmp_path, base_weights):
-    arm = {"name": "fine-tune", "backbone_lr_mult": 0.1,
-           "parts": {"decoder": {"init": "random", "lr_mult": 1.0, "unfreeze": 1}}}
+    arm = {
+        "name": "fine-tune",
+        "backbone_lr_mult": 0.1,
+        "parts": {"decoder": {"init": "random", "lr_mult": 1.0, "unfreeze": 1}},
+    }
     runner, p = _prepared(tmp_path, pipeline(strategy=arm))
     stage = p.stages[0]
     strategy = runner.strategy(StrategyConfig.model_validate(arm))
@@ -120,14 +125,14 @@ def test_two_part_model_with_per_part_init_and_lr(tmp_path, base_weights):
     base = load_file(str(base_weights))
     for k, v in model.state_dict().items():
         if k.startswith("encoder."):
-            assert torch.equal(v, base[k]), k            # started pretrained
+            assert torch.equal(v, base[k]), k  # started pretrained
         else:
-            assert not torch.equal(v, base[k]), k        # started random
+            assert not torch.equal(v, base[k]), k  # started random
     groups = {g["name"]: g for g in strategy.param_groups(model, 0.01)}
     assert set(groups) == {"encoder.0", "encoder.1", "decoder.0", "decoder.1"}
     assert groups["encoder.0"]["lr"] == pytest.approx(0.001) and groups["decoder.1"]["lr"] == pytest.approx(0.01)
     trainable = strategy.apply(model, 1)
-    assert trainable == ["encoder.0", "encoder.1", "decoder.1"]   # decoder: top block only
+    assert trainable == ["encoder.0", "encoder.1", "decoder.1"]  # decoder: top block only
     assert not any(p.requires_grad for p in model.part("decoder").module[0].parameters())
 
 
@@ -164,8 +169,7 @@ def test_a_strategy_written_against_the_first_api_still_works(tmp_path, base_wei
         def tlengine_register_strategies(self, strategies: Any) -> None:
             strategies.add("top-one", TopOne)
 
-    run_dir, summary = run(pipeline(strategy={"name": "top-one"}), tmp_path, tmp_path / "run",
-                           make_manager(Legacy()))
+    run_dir, summary = run(pipeline(strategy={"name": "top-one"}), tmp_path, tmp_path / "run", make_manager(Legacy()))
     base = load_file(str(base_weights))
     final = load_file(str(run_dir / "arms/main/top-one/seed0/model.safetensors"))
     # Block 0 of each part frozen (bit-identical), block 1 trained.
@@ -185,7 +189,7 @@ def test_adapter_file_holds_only_its_parameters_and_the_base_stays_bit_identical
     assert sha(base_weights) == before
     base, full = load_file(str(base_weights)), load_file(str(arm_dir / "model.safetensors"))
     for k, v in base.items():
-        assert torch.equal(full[k], v), k                # the base parameters never moved
+        assert torch.equal(full[k], v), k  # the base parameters never moved
     assert any(not torch.equal(v, torch.zeros_like(v)) for v in own.values())  # the adapter did
     # base file + adapter file = the trained model
     strategy = toy_plugin.ToyAdapter(StrategyConfig(name="toy-adapter", args={"bottleneck": 2}))
@@ -203,13 +207,16 @@ def two_domain_pipeline(**strategy: Any) -> dict[str, Any]:
     data = pipeline()
     for key in ("strategy", "baseline", "data"):
         data.pop(key)
-    data["stages"] = [{
-        "name": "adapt",
-        "data": {"dataset": "toy-points", "args": {"n": 80, "seed": 1}},
-        "extra_data": {"unlabelled": {"dataset": "toy-points", "args": {"n": 40, "seed": 2, "shift": 2.0,
-                                                                       "unlabelled": True}}},
-        "strategy": {"name": "toy-two-domain", **strategy},
-    }]
+    data["stages"] = [
+        {
+            "name": "adapt",
+            "data": {"dataset": "toy-points", "args": {"n": 80, "seed": 1}},
+            "extra_data": {
+                "unlabelled": {"dataset": "toy-points", "args": {"n": 40, "seed": 2, "shift": 2.0, "unlabelled": True}}
+            },
+            "strategy": {"name": "toy-two-domain", **strategy},
+        }
+    ]
     return data
 
 
@@ -243,13 +250,23 @@ def staged(seeds: list[int] | None = None) -> dict[str, Any]:
     if seeds:
         data["seeds"] = seeds
     data["stages"] = [
-        {"name": "pre", "data": {"dataset": "toy-points", "args": {"n": 120, "seed": 5}},
-         "strategy": {"name": "scratch"}, "train": {"epochs": 3}},
-        {"name": "fine", "init_from": "pre",
-         "strategy": {"name": "fine-tune", "label": "frozen-copy",
-                      "parts": {"encoder": {"unfreeze": 0}, "decoder": {"unfreeze": 0}}},
-         "compare": [{"name": "fine-tune"}],
-         "baseline": {"name": "scratch"}},
+        {
+            "name": "pre",
+            "data": {"dataset": "toy-points", "args": {"n": 120, "seed": 5}},
+            "strategy": {"name": "scratch"},
+            "train": {"epochs": 3},
+        },
+        {
+            "name": "fine",
+            "init_from": "pre",
+            "strategy": {
+                "name": "fine-tune",
+                "label": "frozen-copy",
+                "parts": {"encoder": {"unfreeze": 0}, "decoder": {"unfreeze": 0}},
+            },
+            "compare": [{"name": "fine-tune"}],
+            "baseline": {"name": "scratch"},
+        },
     ]
     return data
 
@@ -259,7 +276,7 @@ def test_two_stages_with_init_from(tmp_path):
     source = load_file(str(run_dir / "arms/pre/scratch/seed0/model.safetensors"))
     frozen = load_file(str(run_dir / "arms/fine/frozen-copy/seed0/model.safetensors"))
     scratch = load_file(str(run_dir / "arms/fine/scratch/seed0/model.safetensors"))
-    assert all(torch.equal(frozen[k], v) for k, v in source.items())       # started from stage 'pre'
+    assert all(torch.equal(frozen[k], v) for k, v in source.items())  # started from stage 'pre'
     assert not torch.equal(scratch["encoder.0.0.weight"], source["encoder.0.0.weight"])
     assert list(summary["stages"]) == ["pre", "fine"]
     assert summary["primary_arm"] == "frozen-copy" and summary["baseline_arm"] == "scratch"
@@ -278,7 +295,7 @@ def test_three_seeds_are_aggregated(tmp_path, base_weights):
     assert summary["seeds"] == [0, 1, 2]
     for arm in summary["arms"].values():
         per_seed = [arm["per_seed"][s]["mse"] for s in ("0", "1", "2")]
-        assert len(set(per_seed)) == 3                       # the seeds really differ
+        assert len(set(per_seed)) == 3  # the seeds really differ
         assert arm["metrics"]["mse"] == pytest.approx(statistics.fmean(per_seed))
         assert arm["metrics_std"]["mse"] == pytest.approx(statistics.stdev(per_seed))
 

@@ -12,22 +12,43 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tlengine.cache import (CacheKey, CacheMissError, FeatureCache, check_cache_root, default_root, fingerprint_items,
-                            fingerprint_state_dict, format_size, list_caches, remove_caches, row_dim_for)
-from tlengine.cache import store
+from tlengine import kernels as front
+from tlengine.cache import (
+    CacheKey,
+    CacheMissError,
+    FeatureCache,
+    check_cache_root,
+    default_root,
+    fingerprint_items,
+    fingerprint_state_dict,
+    format_size,
+    list_caches,
+    remove_caches,
+    row_dim_for,
+    store,
+)
 from tlengine.cache.key import DTYPES
 from tlengine.errors import TLEngineError
+from tlengine.kernels import reference
 from tlengine.kernels.reference import gather_dequantize, pooled_rows
 
-from tlengine import kernels as front
-from tlengine.kernels import reference
-
-KEY = CacheKey(backbone="tiny-cnn", weights_fingerprint="w0", layer="pooled",
-               preprocessing={"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "crop": "center",
-                              "augment": {"flip": True}},
-               dataset_fingerprint="d0", pooling="avg", dtype="float32", views=2)
-N, C, HW = 12, 16, 3            # samples, channels, spatial side
+KEY = CacheKey(
+    backbone="tiny-cnn",
+    weights_fingerprint="w0",
+    layer="pooled",
+    preprocessing={
+        "size": 32,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "crop": "center",
+        "augment": {"flip": True},
+    },
+    dataset_fingerprint="d0",
+    pooling="avg",
+    dtype="float32",
+    views=2,
+)
+N, C, HW = 12, 16, 3  # samples, channels, spatial side
 R = N * KEY.views
 
 # The reference ops keep these tests independent of whether the fused extension is built
@@ -64,12 +85,13 @@ def feats(rows: torch.Tensor, salt: int = 0) -> torch.Tensor:
 def fill(cache: FeatureCache, batch: int = 5, salt: int = 0) -> None:
     todo = cache.missing()
     for i in range(0, len(todo), batch):
-        rows = todo[i:i + batch]
+        rows = todo[i : i + batch]
         cache.write(feats(rows, salt), rows)
 
 
-def assert_rows_match(got: torch.Tensor, rows: torch.Tensor, key: CacheKey, salt: int = 0,
-                      kernels: str = "torch") -> None:
+def assert_rows_match(
+    got: torch.Tensor, rows: torch.Tensor, key: CacheKey, salt: int = 0, kernels: str = "torch"
+) -> None:
     """The store must give back exactly what the kernel wrote (into a scratch table here),
     and that must be the reference's float rows within the storage dtype's rounding."""
     x, n = feats(rows, salt), len(rows)
@@ -90,9 +112,18 @@ def assert_rows_match(got: torch.Tensor, rows: torch.Tensor, key: CacheKey, salt
 def test_key_digest_covers_every_field() -> None:
     base = KEY.digest()
     assert base == replace(KEY).digest() and len(base) == 64
-    changes = dict(backbone="other", weights_fingerprint="w1", layer="stage3", dataset_fingerprint="d1",
-                   pooling="max", dtype="int8", views=3, l2_normalize=True, format_version=99,
-                   preprocessing={**KEY.preprocessing, "size": 64})
+    changes = dict(
+        backbone="other",
+        weights_fingerprint="w1",
+        layer="stage3",
+        dataset_fingerprint="d1",
+        pooling="max",
+        dtype="int8",
+        views=3,
+        l2_normalize=True,
+        format_version=99,
+        preprocessing={**KEY.preprocessing, "size": 64},
+    )
     digests = {replace(KEY, **{k: v}).digest() for k, v in changes.items()}
     assert len(digests) == len(changes) and base not in digests
     # Tuples and lists are the same JSON; the key is hashable despite its dict field.
@@ -108,7 +139,7 @@ def test_fingerprints() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     fp = fingerprint_state_dict(model)
     assert fp == fingerprint_state_dict(model.state_dict())
-    model[1].running_mean += 1          # buffers count
+    model[1].running_mean += 1  # buffers count
     assert fingerprint_state_dict(model) != fp
     bf = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     assert fingerprint_state_dict(bf) != fingerprint_state_dict(model)
@@ -287,7 +318,7 @@ def test_mismatched_meta_is_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixtur
         path = cache.path
     capsys.readouterr()
     cache = open_cache(KEY, num_samples=N, row_dim=C + 1, storage="disk", root=tmp_path)
-    assert "row_dim" in notice(capsys)   # same key, different shape: not trusted
+    assert "row_dim" in notice(capsys)  # same key, different shape: not trusted
     assert cache.missing().numel() == R
     cache.close()
     (path / "meta.json").write_text("{not json")
@@ -298,7 +329,7 @@ def test_mismatched_meta_is_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_all_rows_committed_but_not_finalized(tmp_path: Path) -> None:
     cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
     fill(cache)
-    cache.close()                 # commits, but nobody called finalize (crash before the meta write)
+    cache.close()  # commits, but nobody called finalize (crash before the meta write)
     with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as again:
         assert again.is_complete
         assert json.loads((again.path / "meta.json").read_text())["complete"]
@@ -320,8 +351,12 @@ CRASH_WRITER = textwrap.dedent("""
 
 
 def test_crash_and_resume(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", CRASH_WRITER, str(tmp_path), str(Path(__file__).parent)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_WRITER, str(tmp_path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == -9, proc.stderr
     cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
     assert not cache.is_complete
@@ -361,23 +396,26 @@ def commit_rows(root: Path, rows: torch.Tensor) -> Path:
 
 @small_chunks
 @pytest.mark.parametrize("where", ["data", "scale", "flag"])
-def test_corrupt_committed_rows_of_partial_cache_are_extracted_again(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                                     where: str) -> None:
+def test_corrupt_committed_rows_of_partial_cache_are_extracted_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture, where: str
+) -> None:
     path = commit_rows(tmp_path, torch.arange(16))
     if where == "data":
-        flip_byte(path / "data.bin", 9 * C * 4 + 5)      # inside committed row 9 (chunk 8..11)
+        flip_byte(path / "data.bin", 9 * C * 4 + 5)  # inside committed row 9 (chunk 8..11)
         lost = [8, 9, 10, 11]
     elif where == "scale":
         flip_byte(path / "scales.bin", 9 * 4 + 3)
         lost = [8, 9, 10, 11]
     else:
-        flip_byte(path / "filled.bin", 18)                # row 18 was never written but now claims to be
+        flip_byte(path / "filled.bin", 18)  # row 18 was never written but now claims to be
         lost = []
     capsys.readouterr()
     cache = open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path)
     line = notice(capsys)
-    assert line == (f"warning: feature cache {path}: {len(lost) or 1} committed rows in 1 chunk do not match their "
-                    "checksums (changed on disk after they were written); extracting them again")
+    assert line == (
+        f"warning: feature cache {path}: {len(lost) or 1} committed rows in 1 chunk do not match their "
+        "checksums (changed on disk after they were written); extracting them again"
+    )
     assert cache.missing().tolist() == lost + list(range(16, R))
     with pytest.raises(CacheMissError):
         cache.read(torch.tensor([9 if lost else 18]))
@@ -416,7 +454,7 @@ def test_corrupt_row_is_not_checksummed_into_a_complete_cache(tmp_path: Path, ca
 
 def test_partial_cache_without_checksums_is_not_trusted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = commit_rows(tmp_path, torch.arange(6))
-    (path / "checksums.json").unlink()                  # e.g. written by an older tlengine
+    (path / "checksums.json").unlink()  # e.g. written by an older tlengine
     capsys.readouterr()
     with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
         assert "6 committed rows in 1 chunk have no checksums" in notice(capsys)
@@ -426,13 +464,14 @@ def test_partial_cache_without_checksums_is_not_trusted(tmp_path: Path, capsys: 
 
 
 @small_chunks
-def test_rewriting_rows_of_a_complete_cache_keeps_checksums_valid(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture) -> None:
+def test_rewriting_rows_of_a_complete_cache_keeps_checksums_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
         fill(cache)
         cache.finalize()
     with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path, commit_every=0) as cache:
-        cache.write(feats(torch.tensor([5, 13]), salt=3), torch.tensor([5, 13]))   # complete -> partial
+        cache.write(feats(torch.tensor([5, 13]), salt=3), torch.tensor([5, 13]))  # complete -> partial
         assert not cache.is_complete
     capsys.readouterr()
     with open_cache(KEY, num_samples=N, row_dim=C, storage="disk", root=tmp_path) as cache:
@@ -457,8 +496,12 @@ HOLDER = textwrap.dedent("""
 
 
 def test_concurrent_processes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), str(Path(__file__).parent)],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as other:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), str(Path(__file__).parent)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as other:
         # The other process is extracting: a second opener waits for it, then reuses its rows.
         assert other.stdout.readline().strip() == "writing"
         capsys.readouterr()
@@ -490,8 +533,9 @@ def test_concurrent_processes(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 def test_list_and_remove(tmp_path: Path) -> None:
     paths = []
     for fp in ("w0", "w1", "w2"):
-        with open_cache(replace(KEY, weights_fingerprint=fp), num_samples=N, row_dim=C, storage="disk",
-                               root=tmp_path) as cache:
+        with open_cache(
+            replace(KEY, weights_fingerprint=fp), num_samples=N, row_dim=C, storage="disk", root=tmp_path
+        ) as cache:
             if fp == "w0":
                 fill(cache)
                 cache.finalize()
@@ -513,7 +557,7 @@ def test_list_and_remove(tmp_path: Path) -> None:
 
     with pytest.raises(TLEngineError, match="nomatch"):
         remove_caches(["nomatch"], root=tmp_path)
-    with pytest.raises(TLEngineError, match="notacache"):   # a dir without meta.json is not a cache
+    with pytest.raises(TLEngineError, match="notacache"):  # a dir without meta.json is not a cache
         remove_caches(["notacache"], root=tmp_path)
     with pytest.raises(TLEngineError):
         remove_caches([""], root=tmp_path)
@@ -541,24 +585,33 @@ def test_default_root_and_format_size(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert default_root() == tmp_path / "features"
     monkeypatch.delenv("TLENGINE_CACHE_DIR")
     assert default_root() == Path.home() / ".cache" / "tlengine" / "features"
-    assert [format_size(n) for n in (0, 1023, 1536, 5 << 20, 3 << 40)] == \
-        ["0 B", "1023 B", "1.5 KiB", "5.0 MiB", "3.0 TiB"]
+    assert [format_size(n) for n in (0, 1023, 1536, 5 << 20, 3 << 40)] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "5.0 MiB",
+        "3.0 TiB",
+    ]
 
 
 def test_check_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert check_cache_root(tmp_path) is None
     assert check_cache_root(tmp_path / "not" / "yet" / "there") is None
-    assert not (tmp_path / "not").exists() and list(tmp_path.iterdir()) == []   # the check creates nothing
+    assert not (tmp_path / "not").exists() and list(tmp_path.iterdir()) == []  # the check creates nothing
     afile = tmp_path / "afile"
     afile.write_text("x")
-    for bad in (afile, afile / "sub"):   # a file where a folder must be: unusable even for root
+    for bad in (afile, afile / "sub"):  # a file where a folder must be: unusable even for root
         msg = check_cache_root(bad)
-        assert msg == (f"feature cache folder {bad} cannot be created ({afile} is not a folder); "
-                       "set strategy.cache.root to a writable folder")
+        assert msg == (
+            f"feature cache folder {bad} cannot be created ({afile} is not a folder); "
+            "set strategy.cache.root to a writable folder"
+        )
     monkeypatch.setenv("TLENGINE_CACHE_DIR", str(afile / "cache"))
-    assert check_cache_root(None) == (f"feature cache folder {afile / 'cache' / 'features'} cannot be created "
-                                      f"({afile} is not a folder); set TLENGINE_CACHE_DIR or strategy.cache.root "
-                                      "to a writable folder")
+    assert check_cache_root(None) == (
+        f"feature cache folder {afile / 'cache' / 'features'} cannot be created "
+        f"({afile} is not a folder); set TLENGINE_CACHE_DIR or strategy.cache.root "
+        "to a writable folder"
+    )
     monkeypatch.setenv("TLENGINE_CACHE_DIR", str(tmp_path / "c"))
     assert check_cache_root(None) is None and list(tmp_path.iterdir()) == [afile]
 
@@ -569,8 +622,12 @@ def test_check_cache_root_reports_an_unwritable_folder(monkeypatch: pytest.Monke
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(store.tempfile, "TemporaryFile", refuse)
-    assert check_cache_root(tmp_path) == (f"feature cache folder {tmp_path} is not writable (Permission denied); "
-                                          "set strategy.cache.root to a writable folder")
-    assert check_cache_root(tmp_path / "sub") == (f"feature cache folder {tmp_path / 'sub'} cannot be created "
-                                                  f"({tmp_path} is not writable: Permission denied); "
-                                                  "set strategy.cache.root to a writable folder")
+    assert check_cache_root(tmp_path) == (
+        f"feature cache folder {tmp_path} is not writable (Permission denied); "
+        "set strategy.cache.root to a writable folder"
+    )
+    assert check_cache_root(tmp_path / "sub") == (
+        f"feature cache folder {tmp_path / 'sub'} cannot be created "
+        f"({tmp_path} is not writable: Permission denied); "
+        "set strategy.cache.root to a writable folder"
+    )

@@ -21,9 +21,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
-
 import tlengine.kernels as K
+import torch
 from tlengine.kernels import build
 from tlengine.kernels import reference as R
 
@@ -47,8 +46,9 @@ def exact_tokens(n: int, t: int, d: int, gen: torch.Generator) -> torch.Tensor:
     return k.float() / 8
 
 
-def make_features(layout: str, n: int, a: int, b: int, c: int | None, dtype: torch.dtype,
-                  gen: torch.Generator) -> torch.Tensor:
+def make_features(
+    layout: str, n: int, a: int, b: int, c: int | None, dtype: torch.dtype, gen: torch.Generator
+) -> torch.Tensor:
     """Features in one of the memory layouts the kernels handle differently.
 
     4-D layouts: shape [n, a, b, c] (N, C, H, W); 3-D: [n, a, b] (N, T, D).
@@ -69,8 +69,8 @@ def make_features(layout: str, n: int, a: int, b: int, c: int | None, dtype: tor
     if layout == "ntd_transposed":  # [N, D, T] memory viewed as [N, T, D]: channel-major
         return tokens.transpose(1, 2).contiguous().transpose(1, 2)
     wide = torch.zeros(n, a, b + 3, dtype=dtype)  # a column slice: neither layout
-    wide[:, :, 1:b + 1] = tokens
-    return wide[:, :, 1:b + 1]
+    wide[:, :, 1 : b + 1] = tokens
+    return wide[:, :, 1 : b + 1]
 
 
 def features_of(layout: str, size: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
@@ -80,8 +80,11 @@ def features_of(layout: str, size: tuple[int, ...], dtype: torch.dtype, gen: tor
 
 def row_len(features: torch.Tensor, pooling: str) -> int:
     if pooling == "none":
-        return features[0].numel() if features.shape[0] else (
-            features.shape[1] * features.shape[2] * (features.shape[3] if features.dim() == 4 else 1))
+        return (
+            features[0].numel()
+            if features.shape[0]
+            else (features.shape[1] * features.shape[2] * (features.shape[3] if features.dim() == 4 else 1))
+        )
     return features.shape[1] if features.dim() == 4 else features.shape[2]
 
 
@@ -150,8 +153,13 @@ def test_pool_quantize_scatter_matches_reference(layout, cache_dtype):
 @pytest.mark.parametrize("cache_dtype", R.CACHE_DTYPES, ids=str)
 def test_pool_quantize_scatter_feature_dtypes(feature_dtype, cache_dtype):
     gen = torch.Generator().manual_seed(1)
-    for layout, size in [("nchw", (3, 7, 3, 3)), ("nchw", (2, 17, 3, 4)), ("channels_last", (2, 13, 2, 2)),
-                         ("ntd", (3, 5, 13)), ("ntd_transposed", (2, 4, 7))]:
+    for layout, size in [
+        ("nchw", (3, 7, 3, 3)),
+        ("nchw", (2, 17, 3, 4)),
+        ("channels_last", (2, 13, 2, 2)),
+        ("ntd", (3, 5, 13)),
+        ("ntd_transposed", (2, 4, 7)),
+    ]:
         features = features_of(layout, size, feature_dtype, gen)
         for pooling in R.POOLINGS:
             if pooling == "cls" and features.dim() == 4:
@@ -232,8 +240,11 @@ def test_gather_dequantize_matches_reference(cache_dtype, out_dtype):
         scales = torch.rand(num_rows, generator=gen) / 7
         rows = torch.randint(0, num_rows, (batch,), generator=gen)
         want = R.gather_dequantize(cache, scales, rows, out_dtype)
-        for c, s in [(cache, scales), (torch.cat([cache, cache]).view(2, num_rows, dim)[1], scales),
-                     (cache.repeat(1, 2)[:, :dim], scales.repeat_interleave(2)[::2])]:
+        for c, s in [
+            (cache, scales),
+            (torch.cat([cache, cache]).view(2, num_rows, dim)[1], scales),
+            (cache.repeat(1, 2)[:, :dim], scales.repeat_interleave(2)[::2]),
+        ]:
             got = OPS.gather_dequantize(c, s, rows, out_dtype)
             assert got.dtype == out_dtype and torch.equal(got, want), f"{num_rows}x{dim} batch {batch}"
 
@@ -251,11 +262,17 @@ def test_normalize_images_matches_reference(channels, out_dtype):
     gen = torch.Generator().manual_seed(6)
     mean = MEAN3 if channels == 3 else [0.1 * (c + 1) for c in range(channels)]
     std = STD3 if channels == 3 else [0.2 + 0.05 * c for c in range(channels)]
-    for n, h, w, oh, ow in [(4, 20, 30, 16, 17), (1, 9, 9, 9, 9), (3, 40, 33, 1, 1), (0, 8, 8, 4, 4),
-                            (2, 12, 80, 7, 67)]:
+    for n, h, w, oh, ow in [
+        (4, 20, 30, 16, 17),
+        (1, 9, 9, 9, 9),
+        (3, 40, 33, 1, 1),
+        (0, 8, 8, 4, 4),
+        (2, 12, 80, 7, 67),
+    ]:
         images = torch.randint(0, 256, (n, h, w, channels), generator=gen, dtype=torch.uint8)
-        offsets = torch.stack([torch.randint(0, h - oh + 1, (n,), generator=gen),
-                               torch.randint(0, w - ow + 1, (n,), generator=gen)], 1)
+        offsets = torch.stack(
+            [torch.randint(0, h - oh + 1, (n,), generator=gen), torch.randint(0, w - ow + 1, (n,), generator=gen)], 1
+        )
         mirror = torch.rand(n, generator=gen) < 0.5
         if n >= 2:
             mirror[0], mirror[1] = True, False
@@ -285,8 +302,14 @@ def raises_like_reference(exc, fused, ref, *args):
 
 
 def _scatter_args(**over):
-    args = dict(features=torch.randn(3, 4, 2, 2), cache=torch.zeros(5, 4), scales=torch.ones(5),
-                rows=torch.tensor([0, 1, 4]), pooling="avg", l2_normalize=False)
+    args = dict(
+        features=torch.randn(3, 4, 2, 2),
+        cache=torch.zeros(5, 4),
+        scales=torch.ones(5),
+        rows=torch.tensor([0, 1, 4]),
+        pooling="avg",
+        l2_normalize=False,
+    )
     args.update(over)
     return tuple(args.values())
 
@@ -367,9 +390,16 @@ NORMALIZE_ERRORS = {
 @pytest.mark.parametrize("case", NORMALIZE_ERRORS, ids=str)
 def test_normalize_images_errors(case):
     exc, over = NORMALIZE_ERRORS[case]
-    args = dict(images=torch.zeros(2, 8, 6, 3, dtype=torch.uint8), offsets=torch.zeros(2, 2, dtype=torch.int64),
-                mirror=torch.zeros(2, dtype=torch.bool), out_h=4, out_w=4, mean=[0.5] * 3, std=[0.2] * 3,
-                dtype=torch.float32)
+    args = dict(
+        images=torch.zeros(2, 8, 6, 3, dtype=torch.uint8),
+        offsets=torch.zeros(2, 2, dtype=torch.int64),
+        mirror=torch.zeros(2, dtype=torch.bool),
+        out_h=4,
+        out_w=4,
+        mean=[0.5] * 3,
+        std=[0.2] * 3,
+        dtype=torch.float32,
+    )
     args = tuple({**args, **over}.values())
     raises_like_reference(exc, K.normalize_images, R.normalize_images, *args)
     with pytest.raises(exc):
@@ -386,21 +416,34 @@ def test_opcheck():
     features = make_features("nchw", 4, 6, 2, 2, torch.float32, gen)
     for cache_dtype, pooling in [(torch.float32, "avg"), (torch.int8, "none"), (torch.bfloat16, "max")]:
         cache = torch.zeros(7, row_len(features, pooling), dtype=cache_dtype)
-        torch.library.opcheck(OPS.pool_quantize_scatter.default,
-                              (features, cache, torch.ones(7), torch.tensor([6, 0, 2, 0]), pooling, True))
+        torch.library.opcheck(
+            OPS.pool_quantize_scatter.default,
+            (features, cache, torch.ones(7), torch.tensor([6, 0, 2, 0]), pooling, True),
+        )
     for cache_dtype in R.CACHE_DTYPES:
         cache = torch.ones(7, 5, dtype=cache_dtype)
-        torch.library.opcheck(OPS.gather_dequantize.default, (cache, torch.rand(7), torch.tensor([1, 6, 1]),
-                                                              torch.float16))
+        torch.library.opcheck(
+            OPS.gather_dequantize.default, (cache, torch.rand(7), torch.tensor([1, 6, 1]), torch.float16)
+        )
 
 
 def test_meta_tensors_give_shapes():
-    out = K.gather_dequantize(torch.empty(9, 4, device="meta"), torch.empty(9, device="meta"),
-                              torch.empty(3, dtype=torch.int64, device="meta"), torch.bfloat16)
+    out = K.gather_dequantize(
+        torch.empty(9, 4, device="meta"),
+        torch.empty(9, device="meta"),
+        torch.empty(3, dtype=torch.int64, device="meta"),
+        torch.bfloat16,
+    )
     assert out.shape == (3, 4) and out.dtype == torch.bfloat16 and out.device.type == "meta"
-    out = K.normalize_images(torch.empty(2, 9, 9, 3, dtype=torch.uint8, device="meta"),
-                             torch.empty(2, 2, dtype=torch.int64, device="meta"),
-                             torch.empty(2, dtype=torch.bool, device="meta"), 5, 6, MEAN3, STD3)
+    out = K.normalize_images(
+        torch.empty(2, 9, 9, 3, dtype=torch.uint8, device="meta"),
+        torch.empty(2, 2, dtype=torch.int64, device="meta"),
+        torch.empty(2, dtype=torch.bool, device="meta"),
+        5,
+        6,
+        MEAN3,
+        STD3,
+    )
     assert out.shape == (2, 3, 5, 6)
 
 
@@ -448,8 +491,13 @@ def test_extensions_folder_is_independent_of_the_feature_cache_dir(monkeypatch, 
 
 
 def _run_python(code: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 FALLBACK_CHECK = """
@@ -466,8 +514,10 @@ FALLBACK_CHECK = """
 
 
 def test_fallback_without_compiler_says_so_once(tmp_path):
-    result = _run_python(FALLBACK_CHECK, {"CXX": str(tmp_path / "no-such-compiler"), "TLENGINE_NO_EXT": "",
-                                          "TLENGINE_EXTENSIONS_DIR": str(tmp_path)})
+    result = _run_python(
+        FALLBACK_CHECK,
+        {"CXX": str(tmp_path / "no-such-compiler"), "TLENGINE_NO_EXT": "", "TLENGINE_EXTENSIONS_DIR": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("fused kernels unavailable") == 1, result.stderr
     assert "no C++ compiler" in result.stderr and "pure-PyTorch reference" in result.stderr
@@ -499,8 +549,9 @@ def test_finished_build_is_imported_without_ninja():
     rebuild everything when the same sources sit at another path (a fresh clone)."""
     first = _run_python(JIT_LOAD, {})  # builds only if this environment has not yet
     assert first.returncode == 0, first.stderr
-    again = subprocess.run([sys.executable, "-c", textwrap.dedent(JIT_LOAD), "no-ninja"], capture_output=True,
-                           text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(JIT_LOAD), "no-ninja"], capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr
     assert "building tlengine kernels" not in again.stderr, again.stderr
 
@@ -528,8 +579,10 @@ def test_cuda_sources_compile(tmp_path):
     result = _run_python(CUDA_BUILD_CHECK, {"TLENGINE_EXTENSIONS_DIR": str(tmp_path)}, timeout=3600)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"has_cuda": True, "kernels": {"normalize_images": True, "pool_quantize_scatter": True,
-                                                    "gather_dequantize": True}}
+    assert report == {
+        "has_cuda": True,
+        "kernels": {"normalize_images": True, "pool_quantize_scatter": True, "gather_dequantize": True},
+    }
 
 
 # ------------------------------------------------------------------ CUDA parity (needs a GPU)
@@ -561,8 +614,11 @@ def test_cuda_pool_quantize_scatter_matches_reference(layout, cache_dtype):
 def test_cuda_gather_dequantize_matches_reference(cache_dtype, out_dtype):
     gen = torch.Generator().manual_seed(11)
     for num_rows, dim, batch in [(50, 13, 7), (9, 1, 3), (300, 2048, 256), (4, 8, 0)]:
-        cache = torch.randint(-127, 128, (num_rows, dim), generator=gen, dtype=torch.int8) \
-            if cache_dtype == torch.int8 else (torch.randn(num_rows, dim, generator=gen) * 100).to(cache_dtype)
+        cache = (
+            torch.randint(-127, 128, (num_rows, dim), generator=gen, dtype=torch.int8)
+            if cache_dtype == torch.int8
+            else (torch.randn(num_rows, dim, generator=gen) * 100).to(cache_dtype)
+        )
         scales = torch.rand(num_rows, generator=gen) / 7
         rows = torch.randint(0, num_rows, (batch,), generator=gen)
         want = R.gather_dequantize(cache, scales, rows, out_dtype)
@@ -579,8 +635,9 @@ def test_cuda_normalize_images_matches_reference(channels, out_dtype):
     mean, std = [0.3] * channels, [0.25] * channels
     for n, h, w, oh, ow in [(4, 20, 30, 16, 17), (1, 9, 9, 9, 9), (0, 8, 8, 4, 4), (8, 256, 256, 224, 224)]:
         images = torch.randint(0, 256, (n, h, w, channels), generator=gen, dtype=torch.uint8)
-        offsets = torch.stack([torch.randint(0, h - oh + 1, (n,), generator=gen),
-                               torch.randint(0, w - ow + 1, (n,), generator=gen)], 1)
+        offsets = torch.stack(
+            [torch.randint(0, h - oh + 1, (n,), generator=gen), torch.randint(0, w - ow + 1, (n,), generator=gen)], 1
+        )
         mirror = torch.rand(n, generator=gen) < 0.5
         want = R.normalize_images(images, offsets, mirror, oh, ow, mean, std, out_dtype)
         got = OPS.normalize_images(images.cuda(), offsets.cuda(), mirror.cuda(), oh, ow, mean, std, out_dtype)
@@ -596,5 +653,6 @@ def test_cuda_errors():
     with pytest.raises(ValueError):
         K.gather_dequantize(cache, scales, torch.tensor([1]))  # rows on the CPU
     with pytest.raises(IndexError):
-        K.pool_quantize_scatter(torch.randn(1, 4, 2, 2, device="cuda"), cache, scales,
-                                torch.tensor([-1], device="cuda"), "avg", False)
+        K.pool_quantize_scatter(
+            torch.randn(1, 4, 2, 2, device="cuda"), cache, scales, torch.tensor([-1], device="cuda"), "avg", False
+        )

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 from rich.console import Console
-
 from tlengine.reporting.plots import plot_arm_comparison, plot_confusion, plot_curves
 from tlengine.reporting.tables import print_summary, summary_markdown, summary_rows
 from tlengine.training.metrics import classification_metrics
@@ -57,9 +56,17 @@ def _records(arms: list[str], epochs: int = 3) -> list[dict]:
     out = []
     for k, arm in enumerate(arms):
         for e in range(1, epochs + 1):
-            out.append({"arm": arm, "epoch": e, "train_loss": 1.0 / (e + k), "lr": 1e-3, "seconds": 0.5,
-                        "val_loss": None if arm == "source" else 1.2 / (e + k),
-                        **({} if arm == "source" else {"val_accuracy": 0.3 + 0.1 * e, "val_macro_f1": 0.2 + 0.1 * e})})
+            out.append(
+                {
+                    "arm": arm,
+                    "epoch": e,
+                    "train_loss": 1.0 / (e + k),
+                    "lr": 1e-3,
+                    "seconds": 0.5,
+                    "val_loss": None if arm == "source" else 1.2 / (e + k),
+                    **({} if arm == "source" else {"val_accuracy": 0.3 + 0.1 * e, "val_macro_f1": 0.2 + 0.1 * e}),
+                }
+            )
     return out
 
 
@@ -90,9 +97,13 @@ def test_plot_confusion(tmp_path: Path, k: int) -> None:
         plot_confusion(matrix, ["a"], tmp_path / "bad.png", title="bad")
 
 
-@pytest.mark.parametrize("arms", [{"fine-tune": {"accuracy": 0.9}},
-                                  {"fine-tune": {"accuracy": 0.9}, "feature-extraction": {"accuracy": 0.8},
-                                   "scratch": {"accuracy": 0.5}}])
+@pytest.mark.parametrize(
+    "arms",
+    [
+        {"fine-tune": {"accuracy": 0.9}},
+        {"fine-tune": {"accuracy": 0.9}, "feature-extraction": {"accuracy": 0.8}, "scratch": {"accuracy": 0.5}},
+    ],
+)
 def test_plot_arm_comparison(tmp_path: Path, arms: dict) -> None:
     _assert_png(plot_arm_comparison(arms, "accuracy", tmp_path / "arms.png"))
 
@@ -101,14 +112,34 @@ def test_plot_arm_comparison(tmp_path: Path, arms: dict) -> None:
 def _summary(*, with_baseline: bool = True) -> dict:
     baseline = {"accuracy": 0.70, "macro_f1": 0.61} if with_baseline else None
     return {
-        "task": "image-classification", "pipeline": "demo", "strategy": "fine-tune",
-        "metrics": {"accuracy": 0.935}, "baseline": baseline, "timings": {}, "cache": None,
+        "task": "image-classification",
+        "pipeline": "demo",
+        "strategy": "fine-tune",
+        "metrics": {"accuracy": 0.935},
+        "baseline": baseline,
+        "timings": {},
+        "cache": None,
         "baseline_arm": "scratch" if with_baseline else None,
         "primary_metric": "accuracy",
         "arms": {
-            "fine-tune": {"strategy": "fine-tune", "metrics": {"accuracy": 0.935, "macro_f1": 0.93}, "seconds": 41.0, "epochs": 5},
-            "linear-probe": {"strategy": "feature-extraction", "metrics": {"accuracy": 0.80, "macro_f1": 0.78}, "seconds": 12.0, "epochs": 5},
-            "scratch": {"strategy": "scratch", "metrics": {"accuracy": 0.70, "macro_f1": 0.61}, "seconds": 40.0, "epochs": 5},
+            "fine-tune": {
+                "strategy": "fine-tune",
+                "metrics": {"accuracy": 0.935, "macro_f1": 0.93},
+                "seconds": 41.0,
+                "epochs": 5,
+            },
+            "linear-probe": {
+                "strategy": "feature-extraction",
+                "metrics": {"accuracy": 0.80, "macro_f1": 0.78},
+                "seconds": 12.0,
+                "epochs": 5,
+            },
+            "scratch": {
+                "strategy": "scratch",
+                "metrics": {"accuracy": 0.70, "macro_f1": 0.61},
+                "seconds": 40.0,
+                "epochs": 5,
+            },
         },
     }
 

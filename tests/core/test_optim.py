@@ -10,15 +10,16 @@ import math
 
 import pytest
 import torch
-
 from tlengine.config import TrainConfig
 from tlengine.training.optim import LRSchedule, build_optimizer
 
 
 def _groups(*base_lrs: float) -> list[dict]:
     """One group per base lr, each over its own small parameter (as strategies build them)."""
-    return [{"name": f"g{i}", "params": [torch.nn.Parameter(torch.zeros(3))], "base_lr": lr, "lr": lr}
-            for i, lr in enumerate(base_lrs)]
+    return [
+        {"name": f"g{i}", "params": [torch.nn.Parameter(torch.zeros(3))], "base_lr": lr, "lr": lr}
+        for i, lr in enumerate(base_lrs)
+    ]
 
 
 def _lrs(optimizer: torch.optim.Optimizer) -> list[float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import types
 
 import pytest
-
 from tlengine import hookimpl
 from tlengine.errors import PluginError, UnknownNameError
 from tlengine.plugins import PluginInfo, PluginManager, get_plugin_manager
@@ -79,10 +78,12 @@ def test_plugin_raising_during_registration_is_rolled_back(monkeypatch):
     def boom(pipelines):
         raise RuntimeError("kaboom")
 
-    half = _plugin(tlengine_register_backbones=add_family,
-                   tlengine_register_datasets=lambda datasets: datasets.add("half-dataset", object),
-                   tlengine_register_strategies=add_strategy,
-                   tlengine_register_pipelines=boom)
+    half = _plugin(
+        tlengine_register_backbones=add_family,
+        tlengine_register_datasets=lambda datasets: datasets.add("half-dataset", object),
+        tlengine_register_strategies=add_strategy,
+        tlengine_register_pipelines=boom,
+    )
 
     class HalfEP:  # as if `pip install half-dist` had advertised it
         name, value, group = "half", "half_plugin.hooks", "tlengine"
@@ -97,8 +98,7 @@ def test_plugin_raising_during_registration_is_rolled_back(monkeypatch):
     manager.load_entry_points()
 
     regs = manager.registries
-    for kind, names in {"backbones": ["half/x"], "datasets": ["half-dataset"],
-                        "strategies": ["half-strategy"]}.items():
+    for kind, names in {"backbones": ["half/x"], "datasets": ["half-dataset"], "strategies": ["half-strategy"]}.items():
         for name in names:
             assert name not in regs.all()[kind], f"{kind} {name!r} survived the rollback"
     assert all(e.plugin != "half" for r in regs.all().values() for e in r.entries())
@@ -113,7 +113,8 @@ def test_plugin_raising_during_registration_is_rolled_back(monkeypatch):
     assert manager.pm.get_plugin("half") is None  # its hooks will not run again
     assert manager.errors == [info.error]  # only the broken plugin is reported
     assert info.error.startswith(
-        "plugin 'half' (distribution half-dist, entry point 'half = half_plugin.hooks') failed to register")
+        "plugin 'half' (distribution half-dist, entry point 'half = half_plugin.hooks') failed to register"
+    )
     assert "RuntimeError: kaboom" in info.error and "\n" not in info.error
     assert all(p.error is None for p in manager.plugins if p.name != "half")
 

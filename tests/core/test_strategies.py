@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from tlengine.config import StrategyConfig, TrainConfig
 from tlengine.model import Backbone, TransferModel
 from tlengine.strategies import FeatureExtraction, FineTune, Scratch
 from tlengine.training.optim import LRSchedule, build_optimizer
+from torch import nn
 
 
 def make_model() -> TransferModel:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from tlengine.errors import WeightsError
 from tlengine.weights import load_state_dict_file
 
@@ -45,8 +44,9 @@ def test_plain_state_dict_loads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
-def test_pickled_code_is_refused_without_running_it(tmp_path: Path, writer: str,
-                                                    recwarn: pytest.WarningsRecorder) -> None:
+def test_pickled_code_is_refused_without_running_it(
+    tmp_path: Path, writer: str, recwarn: pytest.WarningsRecorder
+) -> None:
     marker = tmp_path / "payload-ran"
     payload = {"weight": torch.zeros(2), "evil": RunsCommand(f"touch {shlex.quote(str(marker))}")}
     path = tmp_path / "evil.pt"
@@ -59,8 +59,10 @@ def test_pickled_code_is_refused_without_running_it(tmp_path: Path, writer: str,
         load_state_dict_file(path)
     assert not marker.exists(), "the pickled payload was executed"
     msg = assert_one_sentence(err, path)
-    assert msg == (f"{path} is not a plain tensor state dict (it holds pickled code, which tlengine refuses to "
-                   "run); re-save it with torch.save(model.state_dict()) or as .safetensors")
+    assert msg == (
+        f"{path} is not a plain tensor state dict (it holds pickled code, which tlengine refuses to "
+        "run); re-save it with torch.save(model.state_dict()) or as .safetensors"
+    )
     assert not [w for w in recwarn if "torch" in str(w.filename)], [str(w.message) for w in recwarn]
 
 

@@ -23,15 +23,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
-from torch import nn
-from torch.utils.data import Dataset
-
 from tlengine import hookimpl
 from tlengine.data import DatasetSpec
 from tlengine.model import TransferModel
 from tlengine.strategies import Strategy
 from tlengine.strategies.base import StepContext
 from tlengine.task import Evaluation, PredictInput, Task, TaskData
+from torch import nn
+from torch.utils.data import Dataset
 
 DIM = 8
 
@@ -84,7 +83,7 @@ def build_toy_model(weights: str | None, init: Mapping[str, bool], base_dir: Pat
         state = load_file(str(Path(base_dir) / weights))
         for name in ("encoder", "decoder"):
             if init.get(name):
-                sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+                sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
                 model.part(name).module.load_state_dict(sub)
     return model
 
@@ -112,7 +111,7 @@ class ToyTask(Task):
         n = len(points)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         n_test, n_val = int(n * data.test_fraction), int(n * data.val_fraction)
-        test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+        test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
         sub = lambda idx: Points(points.x[idx], [points.y[i] for i in idx])  # noqa: E731
         return TaskData(sub(train), sub(val), sub(test), info={"dim": DIM})
 
@@ -131,8 +130,15 @@ class ToyTask(Task):
         p, t = torch.cat(preds), torch.tensor(trues)
         return Evaluation({"mse": float(((p - t) ** 2).mean()), "mae": float((p - t).abs().mean())})
 
-    def predict(self, model: Any, inputs: Sequence[PredictInput], info: dict[str, Any], *,
-                options: Mapping[str, Any], device: torch.device | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        model: Any,
+        inputs: Sequence[PredictInput],
+        info: dict[str, Any],
+        *,
+        options: Mapping[str, Any],
+        device: torch.device | None = None,
+    ) -> list[dict[str, Any]]:
         out = []
         for item in inputs:
             x = torch.tensor([float(v) for v in item.value.split(",")]).reshape(1, DIM)

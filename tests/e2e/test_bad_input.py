@@ -15,7 +15,6 @@ from typing import Any, Callable
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import run_cli
 from tlengine import hookimpl
 from tlengine.cli import main
@@ -78,8 +77,10 @@ def setup(tmp_path, tiny_config) -> Callable[..., tuple[Path, Path]]:
 def staged_with_unknown_init_from(config: dict, tmp: Path) -> None:
     config.pop("strategy")
     config.pop("baseline")
-    config["stages"] = [{"name": "pre", "strategy": {"name": "scratch"}},
-                        {"name": "fine", "init_from": "nowhere", "strategy": {"name": "fine-tune"}}]
+    config["stages"] = [
+        {"name": "pre", "strategy": {"name": "scratch"}},
+        {"name": "fine", "init_from": "nowhere", "strategy": {"name": "fine-tune"}},
+    ]
 
 
 # (id, overrides ("{tmp}" is tmp_path), config change, fragments of the one line)
@@ -88,25 +89,45 @@ CONFIG_CASES = [
     ("name-absolute", ["name={tmp}/abs"], None, ["config error: name:", "plain name"]),
     ("name-empty", ["name="], None, ["config error: name:", "not empty"]),
     ("override-without-key", ["=3"], None, ["config error: =3:", "dotted key"]),
-    ("unknown-model-arg", ["model.args.widht=2"], None,
-     ["config error: model.args.widht:", "unknown argument 'widht'", "width"]),
-    ("unknown-weights", ["model.backbone=resnet18", "model.weights=imagenet-9000"], None,
-     ["config error: model.weights:", "'imagenet-9000'", "known weights for resnet18:", "IMAGENET1K_V1"]),
-    ("unwritable-cache-root", ["strategy.name=feature-extraction", "strategy.cache.storage=disk",
-                               "strategy.cache.root={tmp}/a-file/cache"], None,
-     ["config error: strategy.cache.root:", "a-file"]),
+    (
+        "unknown-model-arg",
+        ["model.args.widht=2"],
+        None,
+        ["config error: model.args.widht:", "unknown argument 'widht'", "width"],
+    ),
+    (
+        "unknown-weights",
+        ["model.backbone=resnet18", "model.weights=imagenet-9000"],
+        None,
+        ["config error: model.weights:", "'imagenet-9000'", "known weights for resnet18:", "IMAGENET1K_V1"],
+    ),
+    (
+        "unwritable-cache-root",
+        ["strategy.name=feature-extraction", "strategy.cache.storage=disk", "strategy.cache.root={tmp}/a-file/cache"],
+        None,
+        ["config error: strategy.cache.root:", "a-file"],
+    ),
     ("misspelt-augment", ["data.augmnet=none"], None, ["config error: data.augmnet:", "unknown key"]),
     ("seed-twice", ["seeds=[1, 1]"], None, ["config error: seeds:", "twice"]),
-    ("unknown-init-from", [], staged_with_unknown_init_from,
-     ["config error: stages.1.init_from:", "'nowhere' is not an earlier stage"]),
-    ("fractions-too-large", ["data.val_fraction=0.5", "data.test_fraction=0.45"], None,
-     ["config error: data:", "val_fraction + test_fraction"]),
+    (
+        "unknown-init-from",
+        [],
+        staged_with_unknown_init_from,
+        ["config error: stages.1.init_from:", "'nowhere' is not an earlier stage"],
+    ),
+    (
+        "fractions-too-large",
+        ["data.val_fraction=0.5", "data.test_fraction=0.45"],
+        None,
+        ["config error: data:", "val_fraction + test_fraction"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("command", ["run", "validate"])
-@pytest.mark.parametrize("overrides, mutate, fragments", [c[1:] for c in CONFIG_CASES],
-                         ids=[c[0] for c in CONFIG_CASES])
+@pytest.mark.parametrize(
+    "overrides, mutate, fragments", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES]
+)
 def test_config_mistakes(setup, tmp_path, command, overrides, mutate, fragments):
     pipeline, out = setup(mutate)
     before = tree(tmp_path)

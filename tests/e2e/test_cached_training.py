@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-
 from tlengine.pipeline import Runner
 from tlengine.plugins import get_plugin_manager
 from tlengine.validation import LoadedPipeline, validate
@@ -43,8 +42,16 @@ def test_cached_run_reports_cache_and_matches_the_naive_loop(cli, fe_pipeline, t
     assert train["rows_extracted"] == train["rows"] == 15 and train["views"] == 1
     assert train["hits"] == 3 * train["rows"]  # every epoch read every row once
     assert stats["extraction_seconds"] > 0 and "head_training_seconds" in stats
-    naive_run, naive = summary_of(cli("run", str(fe_pipeline), "data.augment=none", "strategy.cache.enabled=false",
-                                      "--output", str(tmp_path / "naive")))
+    naive_run, naive = summary_of(
+        cli(
+            "run",
+            str(fe_pipeline),
+            "data.augment=none",
+            "strategy.cache.enabled=false",
+            "--output",
+            str(tmp_path / "naive"),
+        )
+    )
     assert naive["cache"] is None
     assert set(naive["metrics"]) == set(cached["metrics"]) == {"accuracy", "macro_f1", "loss"}
     assert naive["metrics"]["accuracy"] == cached["metrics"]["accuracy"]
@@ -59,8 +66,13 @@ def test_cached_run_reports_cache_and_matches_the_naive_loop(cli, fe_pipeline, t
 
 def test_disk_cache_is_reused_and_managed(cli, fe_pipeline, tmp_path):
     root = tmp_path / "caches"
-    args = ("strategy.cache.storage=disk", f"strategy.cache.root={root}", "strategy.cache.dtype=int8",
-            "strategy.cache.views=2", "strategy.cache.kernels=torch")
+    args = (
+        "strategy.cache.storage=disk",
+        f"strategy.cache.root={root}",
+        "strategy.cache.dtype=int8",
+        "strategy.cache.views=2",
+        "strategy.cache.kernels=torch",
+    )
     _, first = summary_of(cli("run", str(fe_pipeline), *args, "--output", str(tmp_path / "a")))
     _, second = summary_of(cli("run", str(fe_pipeline), *args, "--output", str(tmp_path / "b")))
     train1 = first["cache"]["feature-extraction"]["splits"]["train"]
@@ -83,7 +95,6 @@ def test_disk_cache_is_reused_and_managed(cli, fe_pipeline, tmp_path):
 def test_kernels_command_reports_status(cli):
     """`tlengine kernels --json` reports what this machine gives in-process (GPU or not)."""
     import torch
-
     from tlengine.kernels import build
 
     result = cli("kernels", "--json")
@@ -116,7 +127,7 @@ def test_fused_kernels_load_before_the_first_arm(monkeypatch, fe_pipeline, tmp_p
     runner.run(loaded, output=tmp_path / "run")
     first_arm = next(i for i, e in enumerate(events) if e.startswith("[feature-extraction]"))
     if loads:
-        assert "kernels" in events[:first_arm], events[:first_arm + 1]
+        assert "kernels" in events[:first_arm], events[: first_arm + 1]
     else:
         assert "kernels" not in events, events
 
@@ -136,8 +147,11 @@ def split_counts(summary: dict) -> dict[str, tuple[int, int, int]]:
 
 
 def fe_disk_config(tiny_config: dict, root: Path, **cache) -> dict:
-    tiny_config["strategy"] = {"name": "feature-extraction", "lr": 0.01,
-                               "cache": {"storage": "disk", "root": str(root), "kernels": "torch", **cache}}
+    tiny_config["strategy"] = {
+        "name": "feature-extraction",
+        "lr": 0.01,
+        "cache": {"storage": "disk", "root": str(root), "kernels": "torch", **cache},
+    }
     tiny_config["baseline"] = None
     tiny_config["data"]["augment"] = "none"
     return tiny_config
@@ -152,10 +166,17 @@ def test_disk_cache_extracts_again_when_an_image_file_or_the_weights_change(tiny
     for c, colour in (("a", (200, 40, 40)), ("b", (40, 200, 40)), ("c", (40, 40, 200))):
         (tmp_path / "imgs" / c).mkdir(parents=True)
         for i in range(10):
-            Image.new("RGB", (32, 32), tuple(min(255, v + 5 * i) for v in colour)).save(tmp_path / "imgs" / c / f"{i}.png")
+            Image.new("RGB", (32, 32), tuple(min(255, v + 5 * i) for v in colour)).save(
+                tmp_path / "imgs" / c / f"{i}.png"
+            )
     config = fe_disk_config(tiny_config, tmp_path / "caches")
-    config["data"] = {"dataset": "image-folder", "args": {"path": "imgs"}, "val_fraction": 0.2,
-                      "test_fraction": 0.3, "augment": "none"}
+    config["data"] = {
+        "dataset": "image-folder",
+        "args": {"path": "imgs"},
+        "val_fraction": 0.2,
+        "test_fraction": 0.3,
+        "augment": "none",
+    }
     runs = iter(range(100))
 
     def run(**model) -> dict[str, tuple[int, int, int]]:
@@ -175,7 +196,8 @@ def test_disk_cache_extracts_again_when_an_image_file_or_the_weights_change(tiny
     assert len(redone) == 1 and len(reused) == 2, after_edit
     manager = get_plugin_manager()
     prepared = Runner(manager, echo=lambda s: None).prepare(
-        LoadedPipeline(validate(config, manager.registries, tmp_path), tmp_path, "test"), check_output=False)
+        LoadedPipeline(validate(config, manager.registries, tmp_path), tmp_path, "test"), check_output=False
+    )
     data = prepared.stages[0].data
     subset = getattr(data, redone[0])
     assert changed.resolve() in {Path(subset.dataset.items[i][0]).resolve() for i in subset.indices}

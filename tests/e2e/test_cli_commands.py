@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tlengine.plugins import get_plugin_manager
 
 
@@ -74,8 +73,9 @@ def test_validate_schema_is_json_schema_of_pipeline_files(cli):
     assert {"name", "task", "train", "data", "model", "strategy"} <= schema["properties"].keys()
     assert "name" in schema.get("required", [])
     train = schema["properties"]["train"]  # a nested model: inline or a $ref into $defs
-    ref = train.get("$ref") or next((a["$ref"] for a in train.get("anyOf", []) + train.get("allOf", [])
-                                     if "$ref" in a), None)
+    ref = train.get("$ref") or next(
+        (a["$ref"] for a in train.get("anyOf", []) + train.get("allOf", []) if "$ref" in a), None
+    )
     train = schema["$defs"][ref.rsplit("/", 1)[-1]] if ref else train
     assert {"lr", "optimizer", "epochs"} <= train["properties"].keys()
 
@@ -155,6 +155,9 @@ def test_bench_kernels_quick_json_through_the_cli(cli, tmp_path):
     assert ("cuda" in result["device"]) is torch.cuda.is_available()
     assert result["torch"] == torch.__version__
     assert result["rows"] and {r["op"] for r in result["rows"]} == {
-        "normalize_images", "pool_quantize_scatter", "gather_dequantize"}
+        "normalize_images",
+        "pool_quantize_scatter",
+        "gather_dequantize",
+    }
     assert json.loads((tmp_path / "kernels.json").read_text())["rows"] == result["rows"]
     assert (tmp_path / "kernels.md").read_text().strip()

@@ -26,7 +26,9 @@ def make_folder(root: Path, classes: dict[str, int], size: int = 32) -> Path:
     for name, count in classes.items():
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            Image.new("RGB", (size, size), (i * 20 % 255, 40, 200 if name == "b" else 10)).save(root / name / f"{i}.png")
+            Image.new("RGB", (size, size), (i * 20 % 255, 40, 200 if name == "b" else 10)).save(
+                root / name / f"{i}.png"
+            )
     return root
 
 
@@ -54,12 +56,15 @@ def test_unknown_key_and_wrong_type(cli, tiny_config, write_pipeline):
     assert_clean_failure(result, "config error: train.epocs: unknown key", "config error: train.batch_size:", code=2)
 
 
-@pytest.mark.parametrize("field,value,expected", [
-    ("model.backbone", "resnet-7", "unknown backbone 'resnet-7'"),
-    ("task", "segmentation", "unknown task 'segmentation'"),
-    ("data.dataset", "imagenet-22k", "unknown dataset 'imagenet-22k'"),
-    ("strategy.name", "distill", "unknown strategy 'distill'"),
-])
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("model.backbone", "resnet-7", "unknown backbone 'resnet-7'"),
+        ("task", "segmentation", "unknown task 'segmentation'"),
+        ("data.dataset", "imagenet-22k", "unknown dataset 'imagenet-22k'"),
+        ("strategy.name", "distill", "unknown strategy 'distill'"),
+    ],
+)
 def test_unknown_names_list_known_ones(cli, tiny_config, write_pipeline, field, value, expected):
     result = cli("validate", str(write_pipeline(tiny_config)), f"{field}={value}")
     assert_clean_failure(result, expected, "known:", code=2)

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import TINY
 from tlengine import hookimpl
 from tlengine.pipeline import Runner
@@ -115,8 +114,11 @@ def test_failed_run_says_so_in_status_json_and_resumes_to_completion(tmp_path):
     run = tmp_path / "failed"
     with pytest.raises(RuntimeError, match="disk quota"):
         run_in_process(config, run, manager)
-    assert status(run) == {"state": "failed", "error": "RuntimeError: disk quota exceeded in the exporter",
-                           "resume": f"tlengine run --resume {run}"}
+    assert status(run) == {
+        "state": "failed",
+        "error": "RuntimeError: disk quota exceeded in the exporter",
+        "resume": f"tlengine run --resume {run}",
+    }
     assert not (run / "metrics.json").exists() and not (run / "checkpoint.safetensors").exists()
     assert (run / "arms" / "main" / "fine-tune" / "seed0" / "result.json").is_file()
     assert (run / "arms" / "main" / "scratch" / "seed0" / "state.safetensors").is_file()
@@ -186,8 +188,12 @@ KILLER = textwrap.dedent("""
 
 
 def run_and_kill(config: dict[str, Any], out: Path, where: dict[str, Any]) -> None:
-    proc = subprocess.run([sys.executable, "-c", KILLER, json.dumps(config), str(out), json.dumps(where)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, json.dumps(config), str(out), json.dumps(where)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert status(out) == {"state": "running"}  # what SIGKILL leaves
     assert not (out / "metrics.json").exists()
@@ -202,7 +208,11 @@ def test_kill_during_the_scratch_arm(tmp_path):
     assert (run / "arms" / "main" / "scratch" / "seed0" / "state.safetensors").is_file()
     assert not (run / "arms" / "main" / "scratch" / "seed0" / "result.json").exists()
     assert [(r["arm"], r["epoch"]) for r in records(run)] == [
-        ("fine-tune", 1), ("fine-tune", 2), ("fine-tune", 3), ("scratch", 1)]
+        ("fine-tune", 1),
+        ("fine-tune", 2),
+        ("fine-tune", 3),
+        ("scratch", 1),
+    ]
 
     resumed, said, trained = resume(run)
     assert "[fine-tune] already finished; skipping" in said
@@ -213,10 +223,15 @@ def test_kill_during_the_scratch_arm(tmp_path):
 def test_kill_during_the_source_stage(tmp_path):
     config = tiny()
     config["source"] = {
-        "data": {"dataset": "synthetic-shapes", "args": {"shapes": ["star", "cross", "hexagon", "ring"],
-                                                         "per_class": 12, "size": 32, "seed": 5},
-                 "val_fraction": 0.2, "test_fraction": 0.2, "augment": "none"},
-        "train": {"epochs": 3, "batch_size": 8, "lr": 0.01}}
+        "data": {
+            "dataset": "synthetic-shapes",
+            "args": {"shapes": ["star", "cross", "hexagon", "ring"], "per_class": 12, "size": 32, "seed": 5},
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+            "augment": "none",
+        },
+        "train": {"epochs": 3, "batch_size": 8, "lr": 0.01},
+    }
     config["compare"] = [{"name": "feature-extraction", "lr": 0.01}]
     config["train"]["epochs"] = 2
     reference = run_in_process(config, tmp_path / "reference")
@@ -230,7 +245,8 @@ def test_kill_during_the_source_stage(tmp_path):
     resumed, _, trained = resume(run)
     assert trained[:2] == [("source", "source", 2), ("source", "source", 3)]
     assert [t for t in trained if t[0] == "main"] == [
-        ("main", arm, e) for arm in ("fine-tune", "feature-extraction", "scratch") for e in (1, 2)]
+        ("main", arm, e) for arm in ("fine-tune", "feature-extraction", "scratch") for e in (1, 2)
+    ]
     assert resumed["source"]["epochs"] == 3
     assert_same_results(resumed, reference, run, tmp_path / "reference")
     meta = json.loads((run / "arms" / "main" / "fine-tune" / "seed0" / "model.json").read_text())
@@ -241,8 +257,11 @@ def test_kill_during_feature_extraction_into_a_disk_cache(tmp_path):
     def config_with(root: Path) -> dict[str, Any]:
         config = tiny(batch_size=2, epochs=2)
         config["data"]["args"]["per_class"] = 80  # 120 training images: 60 writes of 2 rows
-        config["strategy"] = {"name": "feature-extraction", "lr": 0.01,
-                              "cache": {"storage": "disk", "root": str(root), "kernels": "torch"}}
+        config["strategy"] = {
+            "name": "feature-extraction",
+            "lr": 0.01,
+            "cache": {"storage": "disk", "root": str(root), "kernels": "torch"},
+        }
         return config
 
     reference = run_in_process(config_with(tmp_path / "cache-ref"), tmp_path / "reference")

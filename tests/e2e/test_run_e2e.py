@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import TINY, run_cli
 from PIL import Image
 from safetensors.torch import load_file
-
-from conftest import TINY, run_cli
 from tlengine import hookimpl
 from tlengine.config import StrategyConfig
 from tlengine.pipeline import Runner
@@ -32,8 +31,24 @@ from tlengine.validation import LoadedPipeline, validate
 pytestmark = pytest.mark.slow
 
 CLASSES = ["circle", "square", "triangle"]
-SUMMARY_KEYS = {"task", "pipeline", "strategy", "metrics", "baseline", "timings", "cache", "primary_metric",
-                "metric_directions", "primary_arm", "baseline_arm", "seeds", "arms", "stages", "source", "plots"}
+SUMMARY_KEYS = {
+    "task",
+    "pipeline",
+    "strategy",
+    "metrics",
+    "baseline",
+    "timings",
+    "cache",
+    "primary_metric",
+    "metric_directions",
+    "primary_arm",
+    "baseline_arm",
+    "seeds",
+    "arms",
+    "stages",
+    "source",
+    "plots",
+}
 ARM_KEYS = {"strategy", "metrics", "per_seed", "val_metrics", "seconds", "epochs", "best_epoch"}
 
 
@@ -66,7 +81,8 @@ def test_run_writes_complete_run_directory(cli, tiny_config, write_pipeline, tmp
 
     lines = records(run)
     assert [(r["stage"], r["arm"], r["seed"], r["epoch"]) for r in lines] == [
-        ("main", arm, 0, epoch) for arm in arms for epoch in (1, 2, 3)]
+        ("main", arm, 0, epoch) for arm in arms for epoch in (1, 2, 3)
+    ]
     assert all({"train_loss", "val_accuracy", "val_macro_f1", "val_loss", "lr"} <= r.keys() for r in lines)
 
     summary = json.loads((run / "metrics.json").read_text())
@@ -165,7 +181,8 @@ def test_predict_prints_top_k(cli, predict_run):
         for small, full in zip(by_k[k], by_k[3]):
             assert [x["label"] for x in small["predictions"]] == [x["label"] for x in full["predictions"][:k]]
             assert [x["probability"] for x in small["predictions"]] == pytest.approx(
-                [x["probability"] for x in full["predictions"][:k]], abs=1e-6)
+                [x["probability"] for x in full["predictions"][:k]], abs=1e-6
+            )
     # The text output says what --json says.
     text = cli("predict", str(run), *files, "--top-k", "2")
     assert text.returncode == 0, text.stderr
@@ -227,11 +244,17 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_co
     tiny_config["train"]["epochs"] = 4
     tiny_config["strategy"] = {"name": "fine-tune", "gradual_unfreezing": {"start_epoch": 1, "every_epochs": 1}}
     p = write_pipeline(tiny_config)
-    reference = json.loads((run_dir_of(cli("run", str(p), "--output", str(tmp_path / "ref"))) / "metrics.json").read_text())
+    reference = json.loads(
+        (run_dir_of(cli("run", str(p), "--output", str(tmp_path / "ref"))) / "metrics.json").read_text()
+    )
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "tlengine", "run", str(p), "--output", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlengine", "run", str(p), "--output", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
     deadline = time.time() + 300
     jsonl = run / "metrics.jsonl"
     while time.time() < deadline:  # wait until epoch 2 of the first arm has finished
@@ -254,7 +277,8 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_co
         assert resumed["arms"][arm]["metrics"] == pytest.approx(reference["arms"][arm]["metrics"], abs=1e-6)
     lines = records(run)
     assert [(r["arm"], r["epoch"]) for r in lines] == [("fine-tune", e) for e in range(1, 5)] + [
-        ("scratch", e) for e in range(1, 5)]
+        ("scratch", e) for e in range(1, 5)
+    ]
     ref_lines = records(tmp_path / "ref")
     for got, want in zip(lines, ref_lines):
         assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-6)
@@ -268,9 +292,17 @@ def test_sequential_transfer_tiny(cli, tmp_path):
     """The shipped sequential pipeline, shrunk: the arms of the main stage start from the
     source stage's model. Frozen arms (fine-tune with unfreeze: 0, feature-extraction)
     must end with exactly the source model's backbone; scratch must not have it."""
-    result = cli("run", "sequential-shapes", "source.data.args.per_class=20", "source.train.epochs=1",
-                 "data.args.per_class=10", "train.epochs=1", "strategy.unfreeze=0",
-                 "--output", str(tmp_path / "seq"))
+    result = cli(
+        "run",
+        "sequential-shapes",
+        "source.data.args.per_class=20",
+        "source.train.epochs=1",
+        "data.args.per_class=10",
+        "train.epochs=1",
+        "strategy.unfreeze=0",
+        "--output",
+        str(tmp_path / "seq"),
+    )
     run = run_dir_of(result)
     summary = json.loads((run / "metrics.json").read_text())
     assert list(summary["stages"]) == ["source", "main"]
@@ -309,8 +341,9 @@ def manager_with(*plugins: Any) -> PluginManager:
     return manager
 
 
-def run_in_process(config: dict[str, Any], out: Path, manager: PluginManager | None = None
-                   ) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+def run_in_process(
+    config: dict[str, Any], out: Path, manager: PluginManager | None = None
+) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     manager = manager or get_plugin_manager()
     loaded = LoadedPipeline(validate(config, manager.registries, out.parent), out.parent, "test")
     run = Runner(manager, echo=lambda s: None).run(loaded, output=out)
@@ -321,8 +354,9 @@ def initial_model(config: dict[str, Any], base_dir: Path, arm: dict[str, Any]) -
     """The weights arm ``arm`` starts from under seed 0 (built as the runner builds them)."""
     manager = get_plugin_manager()
     runner = Runner(manager, echo=lambda s: None)
-    prepared = runner.prepare(LoadedPipeline(validate(config, manager.registries, base_dir), base_dir, "test"),
-                              check_output=False)
+    prepared = runner.prepare(
+        LoadedPipeline(validate(config, manager.registries, base_dir), base_dir, "test"), check_output=False
+    )
     model = runner.build_model(prepared.stages[0], runner.strategy(StrategyConfig.model_validate(arm)), 0, base_dir)
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
@@ -335,20 +369,40 @@ class Recorder:
 
     @hookimpl
     def tlengine_before_run(self, run_dir: Path, config: dict[str, Any]) -> None:
-        self.calls.append(("before_run", {"run_dir": run_dir, "config": config,
-                                          "config_yaml": yaml.safe_load((run_dir / "config.yaml").read_text()),
-                                          "jsonl": (run_dir / "metrics.jsonl").read_text()}))
+        self.calls.append(
+            (
+                "before_run",
+                {
+                    "run_dir": run_dir,
+                    "config": config,
+                    "config_yaml": yaml.safe_load((run_dir / "config.yaml").read_text()),
+                    "jsonl": (run_dir / "metrics.jsonl").read_text(),
+                },
+            )
+        )
 
     @hookimpl
     def tlengine_on_epoch_end(self, run_dir: Path, arm: str, epoch: int, metrics: dict[str, float]) -> None:
         last = (run_dir / "metrics.jsonl").read_text().splitlines()[-1]
-        self.calls.append(("on_epoch_end", {"run_dir": run_dir, "arm": arm, "epoch": epoch, "metrics": metrics,
-                                            "last_line": json.loads(last)}))
+        self.calls.append(
+            (
+                "on_epoch_end",
+                {"run_dir": run_dir, "arm": arm, "epoch": epoch, "metrics": metrics, "last_line": json.loads(last)},
+            )
+        )
 
     @hookimpl
     def tlengine_after_run(self, run_dir: Path, summary: dict[str, Any]) -> None:
-        self.calls.append(("after_run", {"run_dir": run_dir, "summary": summary,
-                                         "metrics_json": json.loads((run_dir / "metrics.json").read_text())}))
+        self.calls.append(
+            (
+                "after_run",
+                {
+                    "run_dir": run_dir,
+                    "summary": summary,
+                    "metrics_json": json.loads((run_dir / "metrics.json").read_text()),
+                },
+            )
+        )
 
 
 def test_hooks_fire_with_the_documented_arguments(tmp_path):
@@ -367,7 +421,8 @@ def test_hooks_fire_with_the_documented_arguments(tmp_path):
 
     epochs = [args for name, args in recorder.calls if name == "on_epoch_end"]
     assert [(a["metrics"]["seed"], a["arm"], a["epoch"]) for a in epochs] == [
-        (seed, arm, epoch) for seed in (0, 1) for arm in ("fine-tune", "scratch") for epoch in (1, 2)]
+        (seed, arm, epoch) for seed in (0, 1) for arm in ("fine-tune", "scratch") for epoch in (1, 2)
+    ]
     for args, line in zip(epochs, lines):
         assert args["run_dir"] == run
         assert args["metrics"] == args["last_line"] == line  # the line just appended
@@ -388,15 +443,20 @@ class OptimizerSpy:
     def tlengine_on_epoch_end(self, run_dir: Path, arm: str, epoch: int, metrics: dict[str, float]) -> None:
         state = run_dir / "arms" / metrics["stage"] / arm / f"seed{metrics['seed']}" / "state.safetensors"
         tensors, meta = checkpoint.load_tensors(state)
-        self.seen.append({"group": meta["optimizer"]["param_groups"][0],
-                          "state": {k.split(".", 2)[2] for k in tensors if k.startswith("optim.")}})
+        self.seen.append(
+            {
+                "group": meta["optimizer"]["param_groups"][0],
+                "state": {k.split(".", 2)[2] for k in tensors if k.startswith("optim.")},
+            }
+        )
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_optimizer_choice_is_the_optimizer_that_trains(tmp_path, optimizer):
     spy = OptimizerSpy()
-    _, _, lines = run_in_process(option_config(optimizer=optimizer, momentum=0.8, weight_decay=0.01),
-                                 tmp_path / "run", manager_with(spy))
+    _, _, lines = run_in_process(
+        option_config(optimizer=optimizer, momentum=0.8, weight_decay=0.01), tmp_path / "run", manager_with(spy)
+    )
     assert len(spy.seen) == 3
     for seen in spy.seen:
         group, state = seen["group"], seen["state"]
@@ -452,15 +512,18 @@ def test_dropout_adds_a_dropout_before_the_head(tmp_path):
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert len(dropouts) == 1 and dropouts[0].p == 0.5
     assert meta["model"]["dropout"] == 0.5
-    assert not any(isinstance(m, torch.nn.Dropout) for m in load_run_model(
-        get_plugin_manager().registries, runs[0.0][0])[1].modules())
+    assert not any(
+        isinstance(m, torch.nn.Dropout)
+        for m in load_run_model(get_plugin_manager().registries, runs[0.0][0])[1].modules()
+    )
     # The same init, data order and seed: only the dropout masks change the training loss...
     assert runs[0.5][2][0]["train_loss"] != pytest.approx(runs[0.0][2][0]["train_loss"], abs=1e-6)
     # ...and evaluation runs without them (eval mode): predictions repeat exactly.
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32), (10, 200, 30)).save(image)
-    first, second = (task.predict(model, [PredictInput(str(image), "file")], meta["info"], options={"top_k": 3})
-                     for _ in range(2))
+    first, second = (
+        task.predict(model, [PredictInput(str(image), "file")], meta["info"], options={"top_k": 3}) for _ in range(2)
+    )
     assert first == second
 
 
@@ -470,5 +533,9 @@ def test_per_arm_epochs_and_lr(tmp_path):
     config["compare"] = [{"name": "scratch", "label": "default"}]
     _, summary, lines = run_in_process(config, tmp_path / "run")
     assert [(r["arm"], r["epoch"], r["lr"]) for r in lines] == [
-        ("short", 1, 0.05), ("default", 1, 0.01), ("default", 2, 0.01), ("default", 3, 0.01)]
+        ("short", 1, 0.05),
+        ("default", 1, 0.01),
+        ("default", 2, 0.01),
+        ("default", 3, 0.01),
+    ]
     assert summary["arms"]["short"]["epochs"] == 1 and summary["arms"]["default"]["epochs"] == 3

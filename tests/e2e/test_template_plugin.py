@@ -53,5 +53,5 @@ def test_installed_plugin_is_found_and_runs(installed_template, cli, tmp_path):
     # ... and its own part saved alone; the other arms add no part, so they have no own file.
     own = load_file(str(run / "arms/main/template-mixup/seed0/own.safetensors"))
     assert list(own) == ["template_temperature.log_temperature"]
-    assert float(own["template_temperature.log_temperature"]) != 0.0     # it trained (starts at 0)
+    assert float(own["template_temperature.log_temperature"]) != 0.0  # it trained (starts at 0)
     assert not (run / "arms/main/fine-tune/seed0/own.safetensors").exists()

@@ -51,8 +51,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
-
 from tlengine.blocks import (
     BlockGroup,
     Groups,
@@ -65,6 +63,7 @@ from tlengine.errors import ConfigError
 from tlengine.model import Backbone
 from tlengine.registry import Registry
 from tlengine.weights import NamedWeights, load_state_dict_file, load_strict
+from torch import nn
 
 from .checks import check_model_args
 from .families import Arch, resolve_arch
@@ -113,11 +112,18 @@ def _check_input_size(arch: str, pp: dict[str, Any], input_size: int | None) -> 
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
         raise ConfigError([("model.input_size", f"must be a positive integer, got {input_size!r}")])
     if pp.get("fixed_input_size") and input_size != pp["input_size"]:
-        raise ConfigError([("model.input_size", f"{arch} only accepts {pp['input_size']}x{pp['input_size']} "
-                                                f"inputs, got {input_size}")])
+        raise ConfigError(
+            [
+                (
+                    "model.input_size",
+                    f"{arch} only accepts {pp['input_size']}x{pp['input_size']} inputs, got {input_size}",
+                )
+            ]
+        )
     if input_size < pp.get("min_input_size", 1):
-        raise ConfigError([("model.input_size", f"{arch} needs inputs of at least "
-                                                f"{pp['min_input_size']} pixels, got {input_size}")])
+        raise ConfigError(
+            [("model.input_size", f"{arch} needs inputs of at least {pp['min_input_size']} pixels, got {input_size}")]
+        )
 
 
 def build_backbone(
@@ -205,7 +211,7 @@ def build_backbone(
         feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
 
     if backbone_state is not None:
-        sub = {k[len("backbone."):]: v for k, v in backbone_state.items() if k.startswith("backbone.")}
+        sub = {k[len("backbone.") :]: v for k, v in backbone_state.items() if k.startswith("backbone.")}
         load_strict(model, sub, what=f"{arch} backbone", source=source)
 
     # 4. blocks, input side first
@@ -240,15 +246,19 @@ def register_backbones(registry: Registry[Any]) -> None:
     input_size=None, **kwargs)`` and returns a :class:`~tlengine.model.Backbone`.
     """
     for name in TORCHVISION_BACKBONES:
-        registry.add(name, functools.partial(build_backbone, name), description=f"torchvision {name}",
-                     source="torchvision")
-    registry.add(TINY_CNN, functools.partial(build_backbone, TINY_CNN),
-                 description="4-stage 16-32-64-128 CNN (conv, max-pool, bn, relu; D=128), trains in seconds on a CPU; kwargs: width",
-                 source="tlengine")
+        registry.add(
+            name, functools.partial(build_backbone, name), description=f"torchvision {name}", source="torchvision"
+        )
+    registry.add(
+        TINY_CNN,
+        functools.partial(build_backbone, TINY_CNN),
+        description="4-stage 16-32-64-128 CNN (conv, max-pool, bn, relu; D=128), trains in seconds on a CPU; kwargs: width",
+        source="tlengine",
+    )
     for name in TIMM_BACKBONES:
-        registry.add(name, functools.partial(build_backbone, name), description=f"timm {name[len(TIMM_PREFIX):]}",
-                     source="timm")
+        registry.add(
+            name, functools.partial(build_backbone, name), description=f"timm {name[len(TIMM_PREFIX) :]}", source="timm"
+        )
     for alias, target in TIMM_ALIASES.items():
-        registry.add(alias, functools.partial(build_backbone, alias), description=f"alias of {target}",
-                     source="timm")
+        registry.add(alias, functools.partial(build_backbone, alias), description=f"alias of {target}", source="timm")
     registry.add_fallback(_timm_resolver, "timm/<any timm.list_models() name>")

@@ -47,15 +47,18 @@ _RESERVED = {
     "base_dir": "it is set by the engine, not in model.args",
 }
 _RESERVED_BY_FAMILY = {
-    "timm": {"pretrained": "set pretrained weights with model.weights, not in model.args",
-             "model_name": "it is the backbone name (model.backbone), not in model.args"},
+    "timm": {
+        "pretrained": "set pretrained weights with model.weights, not in model.args",
+        "model_name": "it is the backbone name (model.backbone), not in model.args",
+    },
     "torchvision": {},
     "tiny-cnn": {},
 }
 
 
-def check_model_args(backbone_name: str, args: dict[str, Any], weights: str | None, registries: Any,
-                     base_dir: Path) -> list[tuple[str, str]]:
+def check_model_args(
+    backbone_name: str, args: dict[str, Any], weights: str | None, registries: Any, base_dir: Path
+) -> list[tuple[str, str]]:
     """Problems with ``model.args`` and ``model.weights`` for backbone ``backbone_name``.
 
     registries: the engine's :class:`tlengine.registry.Registries` (its ``backbones``
@@ -158,8 +161,13 @@ def _arg_problems(resolved: Arch, args: dict[str, Any]) -> list[tuple[str, str]]
         if key in reserved:
             problems.append((key, f"'{key}' is not a backbone argument: {reserved[key]}"))
         elif accepted is not None and key not in accepted:
-            problems.append((key, f"unknown argument '{key}' for backbone {resolved.arch} ({owner}); "
-                                  f"accepted: {', '.join(sorted(accepted)) or 'none'}"))
+            problems.append(
+                (
+                    key,
+                    f"unknown argument '{key}' for backbone {resolved.arch} ({owner}); "
+                    f"accepted: {', '.join(sorted(accepted)) or 'none'}",
+                )
+            )
     return problems
 
 
@@ -168,8 +176,7 @@ def _known_weight_names(resolved: Arch, weights_registry: Any) -> list[str]:
     """Registered weights for this architecture, then torchvision's enum names for it."""
     names = []
     if weights_registry is not None:
-        names = [e.name for e in weights_registry.entries()
-                 if canonical(getattr(e.obj, "arch", "")) == resolved.arch]
+        names = [e.name for e in weights_registry.entries() if canonical(getattr(e.obj, "arch", "")) == resolved.arch]
     if resolved.family == "torchvision":
         names += tv_weight_names(resolved.arch)
     return names
@@ -179,8 +186,11 @@ def _weights_problem(resolved: Arch, weights: str | None, weights_registry: Any,
     if weights is None:
         return None
     known = _known_weight_names(resolved, weights_registry)
-    listing = (f"known weights for {resolved.arch}: {', '.join(known)}" if known else
-               f"no weights are registered for {resolved.arch}; pass a local .safetensors/.pt file or null")
+    listing = (
+        f"known weights for {resolved.arch}: {', '.join(known)}"
+        if known
+        else f"no weights are registered for {resolved.arch}; pass a local .safetensors/.pt file or null"
+    )
     if weights_registry is not None and weights in weights_registry:
         arch = getattr(weights_registry.get(weights), "arch", "")
         if canonical(arch) != resolved.arch:
@@ -191,8 +201,10 @@ def _weights_problem(resolved: Arch, weights: str | None, weights_registry: Any,
     path = resolve_path(weights, base_dir)
     if path.exists():
         return None
-    return (f"'{weights}' is not a registered weights name, a torchvision weights name for "
-            f"{resolved.arch} or an existing file or directory ({path} does not exist); {listing}"
-            if resolved.family == "torchvision" else
-            f"'{weights}' is not a registered weights name for {resolved.arch} or an existing file or "
-            f"directory ({path} does not exist); {listing}")
+    return (
+        f"'{weights}' is not a registered weights name, a torchvision weights name for "
+        f"{resolved.arch} or an existing file or directory ({path} does not exist); {listing}"
+        if resolved.family == "torchvision"
+        else f"'{weights}' is not a registered weights name for {resolved.arch} or an existing file or "
+        f"directory ({path} does not exist); {listing}"
+    )

@@ -37,11 +37,14 @@ def resolve_arch(name: str) -> Arch:
     if arch.startswith(TIMM_PREFIX):
         timm_name = timm_model_name(arch)
         if timm_name is None:
-            raise UnknownNameError(f"unknown backbone '{name}': '{arch[len(TIMM_PREFIX):]}' is not in "
-                                   f"timm.list_models() (timm {timm_version()})")
+            raise UnknownNameError(
+                f"unknown backbone '{name}': '{arch[len(TIMM_PREFIX) :]}' is not in "
+                f"timm.list_models() (timm {timm_version()})"
+            )
         # a pretrained tag is not part of the architecture
         return Arch("timm", TIMM_PREFIX + timm_name.split(".", 1)[0], timm_name)
     if arch in torchvision_names():
         return Arch("torchvision", arch)
-    raise UnknownNameError(f"unknown backbone '{name}': not a torchvision classification model, "
-                           f"not timm/<name> and not {TINY_CNN}")
+    raise UnknownNameError(
+        f"unknown backbone '{name}': not a torchvision classification model, not timm/<name> and not {TINY_CNN}"
+    )

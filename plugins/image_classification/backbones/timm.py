@@ -10,9 +10,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from torch import nn
-
 from tlengine.blocks import Groups, generic_groups, groups_from_param_names
+from torch import nn
 
 __all__ = ["TIMM_BACKBONES", "TIMM_ALIASES", "TIMM_PREFIX"]
 
@@ -52,7 +51,7 @@ def timm_model_name(name: str) -> str | None:
     """``timm/resnet50.a1_in1k`` -> ``resnet50.a1_in1k`` if timm knows ``resnet50``, else None."""
     if not name.startswith(TIMM_PREFIX):
         return None
-    rest = name[len(TIMM_PREFIX):]
+    rest = name[len(TIMM_PREFIX) :]
     return rest if rest.split(".", 1)[0] in timm_names() else None
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from tlengine.blocks import Groups
 from tlengine.errors import ConfigError
+from torch import nn
 
 __all__ = ["TINY_CNN", "TinyCNN", "tiny_cnn_preprocessing", "tiny_cnn_groups"]
 
@@ -51,12 +50,15 @@ class TinyCNN(nn.Module):
         chans = [max(4, int(round(c * width))) for c in (16, 32, 64, 128)]
         cin = in_chans
         for i, cout in enumerate(chans, start=1):
-            self.add_module(f"stage{i}", nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=False),
-                nn.MaxPool2d(2, ceil_mode=True),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            ))
+            self.add_module(
+                f"stage{i}",
+                nn.Sequential(
+                    nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=False),
+                    nn.MaxPool2d(2, ceil_mode=True),
+                    nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True),
+                ),
+            )
             cin = cout
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = chans[-1]
@@ -75,8 +77,15 @@ class TinyCNN(nn.Module):
 
 def tiny_cnn_preprocessing() -> dict[str, Any]:
     """The input normalisation ``tiny-cnn`` expects by default (a fresh dict)."""
-    return {"input_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear",
-            "crop_pct": 1.0, "min_input_size": 1, "fixed_input_size": False}
+    return {
+        "input_size": 64,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "min_input_size": 1,
+        "fixed_input_size": False,
+    }
 
 
 def tiny_cnn_groups(model: TinyCNN) -> Groups:

@@ -10,10 +10,9 @@ import re
 from typing import Any
 
 import torch
-from torch import nn
-
 from tlengine.blocks import Groups
 from tlengine.errors import WeightsError
+from torch import nn
 
 __all__ = ["TORCHVISION_BACKBONES"]
 
@@ -24,27 +23,78 @@ __all__ = ["TORCHVISION_BACKBONES"]
 #: remain one ``build_backbone`` call away for anyone who registers them.
 TORCHVISION_BACKBONES: tuple[str, ...] = (
     "alexnet",
-    "convnext_tiny", "convnext_small", "convnext_base",
-    "densenet121", "densenet161", "densenet169", "densenet201",
-    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
-    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
-    "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+    "convnext_tiny",
+    "convnext_small",
+    "convnext_base",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "efficientnet_b4",
+    "efficientnet_b5",
+    "efficientnet_b6",
+    "efficientnet_b7",
+    "efficientnet_v2_s",
+    "efficientnet_v2_m",
+    "efficientnet_v2_l",
     "googlenet",
     "inception_v3",
     "maxvit_t",
-    "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
-    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-    "regnet_x_400mf", "regnet_x_800mf", "regnet_x_1_6gf", "regnet_x_3_2gf",
-    "regnet_x_8gf", "regnet_x_16gf", "regnet_x_32gf",
-    "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf",
-    "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
-    "wide_resnet50_2", "wide_resnet101_2",
-    "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
-    "swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b",
-    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-    "vit_b_16", "vit_b_32",
+    "mnasnet0_5",
+    "mnasnet0_75",
+    "mnasnet1_0",
+    "mnasnet1_3",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "regnet_x_400mf",
+    "regnet_x_800mf",
+    "regnet_x_1_6gf",
+    "regnet_x_3_2gf",
+    "regnet_x_8gf",
+    "regnet_x_16gf",
+    "regnet_x_32gf",
+    "regnet_y_400mf",
+    "regnet_y_800mf",
+    "regnet_y_1_6gf",
+    "regnet_y_3_2gf",
+    "regnet_y_8gf",
+    "regnet_y_16gf",
+    "regnet_y_32gf",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5",
+    "shufflenet_v2_x2_0",
+    "swin_t",
+    "swin_s",
+    "swin_b",
+    "swin_v2_t",
+    "swin_v2_s",
+    "swin_v2_b",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "vit_b_16",
+    "vit_b_32",
 )
 
 # Auxiliary classifiers that torchvision's checkpoints carry but our models are built without.
@@ -128,8 +178,9 @@ def _tv_preprocessing(enum: Any) -> dict[str, Any]:
     }
 
 
-def build_torchvision(name: str, weights_kind: str, enum: Any,
-                      kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+def build_torchvision(
+    name: str, weights_kind: str, enum: Any, kwargs: dict[str, Any]
+) -> tuple[nn.Module, dict[str, Any]]:
     """The full torchvision model ``name`` (random init) and its preprocessing.
 
     ``weights_kind``/``enum`` say which weights will be loaded (see
@@ -162,8 +213,14 @@ def vit_groups(model: nn.Module) -> Groups:
     """torchvision ViT: patch embedding + class token + position embedding, each encoder layer, final norm."""
     enc = model.encoder
     groups: Groups = [
-        ("stem", [("conv_proj", model.conv_proj), ("class_token", model.class_token),
-                  ("encoder.pos_embedding", enc.pos_embedding)]),
+        (
+            "stem",
+            [
+                ("conv_proj", model.conv_proj),
+                ("class_token", model.class_token),
+                ("encoder.pos_embedding", enc.pos_embedding),
+            ],
+        ),
     ]
     groups += [(f"encoder.layers.{n}", [(f"encoder.layers.{n}", layer)]) for n, layer in enc.layers.named_children()]
     groups.append(("encoder.ln", [("encoder.ln", enc.ln)]))

@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-
 from tlengine.errors import WeightsError
 from tlengine.registry import Registry
 from tlengine.weights import NamedWeights, network_disabled
@@ -38,8 +37,13 @@ def resolve_path(weights: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
-def classify_weights(weights: str | None, arch: str, is_torchvision: bool,
-                     weights_registry: Registry[NamedWeights] | None, base_dir: Path) -> tuple[str, Any]:
+def classify_weights(
+    weights: str | None,
+    arch: str,
+    is_torchvision: bool,
+    weights_registry: Registry[NamedWeights] | None,
+    base_dir: Path,
+) -> tuple[str, Any]:
     """Which kind of ``model.weights`` this is: ("none"|"named"|"torchvision"|"file", detail).
 
     detail is None, the :class:`NamedWeights`, the torchvision enum member, or the
@@ -75,21 +79,31 @@ def torchvision_state_dict(name: str, enum: Any) -> dict[str, torch.Tensor]:
         try:
             return torch.load(cached, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise WeightsError(f"cached torchvision weights {cached} could not be read "
-                               f"({type(exc).__name__}: {exc}); delete the file and retry") from None
-    offline_hint = (f"download {url} where there is a network and pass the local file path as "
-                    f"model.weights (or copy it to {cached})")
+            raise WeightsError(
+                f"cached torchvision weights {cached} could not be read "
+                f"({type(exc).__name__}: {exc}); delete the file and retry"
+            ) from None
+    offline_hint = (
+        f"download {url} where there is a network and pass the local file path as "
+        f"model.weights (or copy it to {cached})"
+    )
     if network_disabled():
-        raise WeightsError(f"torchvision weights {name} {enum.name} are not available offline "
-                           f"(not in {cached.parent}); {offline_hint}")
+        raise WeightsError(
+            f"torchvision weights {name} {enum.name} are not available offline (not in {cached.parent}); {offline_hint}"
+        )
     try:
         return enum.get_state_dict(progress=True, weights_only=True)
     except Exception as exc:  # any network / disk / format problem is the user's to fix
-        raise WeightsError(f"torchvision weights {name} {enum.name} are not available offline and could "
-                           f"not be downloaded ({type(exc).__name__}: {exc}); {offline_hint}") from None
+        raise WeightsError(
+            f"torchvision weights {name} {enum.name} are not available offline and could "
+            f"not be downloaded ({type(exc).__name__}: {exc}); {offline_hint}"
+        ) from None
 
 
 def is_transfer_checkpoint(state: dict[str, torch.Tensor]) -> bool:
     """True for a tlengine TransferModel state dict (``backbone.*`` and ``head.*`` keys only)."""
-    return bool(state) and all(k.startswith(("backbone.", "head.")) for k in state) and any(
-        k.startswith("backbone.") for k in state)
+    return (
+        bool(state)
+        and all(k.startswith(("backbone.", "head.")) for k in state)
+        and any(k.startswith("backbone.") for k in state)
+    )

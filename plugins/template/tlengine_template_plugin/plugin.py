@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
 from tlengine import hookimpl
 from tlengine.data import DatasetSpec
 from tlengine.errors import ConfigError, WeightsError
@@ -76,8 +75,10 @@ def _weights_file(weights: str, weights_registry: Any, base_dir: Path) -> Path:
     if not path.is_absolute():
         path = Path(base_dir) / path
     if not path.exists():
-        raise WeightsError(f"weights '{weights}' for {ARCH} are neither a registered weights name "
-                           f"nor an existing file or run directory ({path})")
+        raise WeightsError(
+            f"weights '{weights}' for {ARCH} are neither a registered weights name "
+            f"nor an existing file or run directory ({path})"
+        )
     return path
 
 
@@ -85,12 +86,19 @@ def _backbone_state(state: dict[str, Any]) -> dict[str, Any]:
     """A tlengine checkpoint holds the whole TransferModel (``backbone.*`` and ``head.*``);
     keep only the backbone's keys, without the prefix. A bare backbone state dict passes as is."""
     if any(key.startswith("backbone.") for key in state):
-        return {key[len("backbone."):]: value for key, value in state.items() if key.startswith("backbone.")}
+        return {key[len("backbone.") :]: value for key, value in state.items() if key.startswith("backbone.")}
     return state
 
 
-def template_mlp(*, weights: str | None, weights_registry: Any, base_dir: Path,
-                 input_size: int | None = None, channels: int = 16, **kwargs: Any) -> "Backbone":
+def template_mlp(
+    *,
+    weights: str | None,
+    weights_registry: Any,
+    base_dir: Path,
+    input_size: int | None = None,
+    channels: int = 16,
+    **kwargs: Any,
+) -> "Backbone":
     """Backbone factory for ``model.backbone: template/mlp``.
 
     Args:
@@ -108,8 +116,12 @@ def template_mlp(*, weights: str | None, weights_registry: Any, base_dir: Path,
     from tlengine.weights import load_state_dict_file, load_strict
 
     if kwargs:
-        raise ConfigError([(f"model.args.{key}", f"unknown argument for backbone {ARCH} (it takes: channels)")
-                           for key in sorted(kwargs)])
+        raise ConfigError(
+            [
+                (f"model.args.{key}", f"unknown argument for backbone {ARCH} (it takes: channels)")
+                for key in sorted(kwargs)
+            ]
+        )
     if not isinstance(channels, int) or channels < 1:
         raise ConfigError([("model.args.channels", "must be a positive integer")])
     module = _build_module(channels)
@@ -203,8 +215,10 @@ def build_stripes(args: StripesArgs, root: Path) -> Any:
         for index in range(args.per_class):
             rng = np.random.default_rng([args.seed, label, index])
             items.append((render_stripes(kind, args.size, rng), label))
-    source = (f"template-stripes ({len(STRIPE_CLASSES)} classes, {len(items)} images of "
-              f"{args.size}x{args.size} px, seed {args.seed})")
+    source = (
+        f"template-stripes ({len(STRIPE_CLASSES)} classes, {len(items)} images of "
+        f"{args.size}x{args.size} px, seed {args.seed})"
+    )
     return samples_cls(items=items, classes=list(STRIPE_CLASSES), source=source)
 
 
@@ -232,13 +246,18 @@ def tlengine_register_datasets(datasets: "Registry") -> None:
 def tlengine_register_strategies(strategies: "Registry") -> None:
     from .strategies import STRATEGY, TemplateMixup
 
-    strategies.add(STRATEGY, TemplateMixup, description="fine-tune with mixup and a learned temperature (template plugin)")
+    strategies.add(
+        STRATEGY, TemplateMixup, description="fine-tune with mixup and a learned temperature (template plugin)"
+    )
 
 
 @hookimpl
 def tlengine_register_pipelines(pipelines: "Registry") -> None:
-    pipelines.add("template-demo", PIPELINES_DIR / "template-demo.yaml",
-                  description="template/mlp on template-stripes: fine-tune and template-mixup vs scratch (seconds on a CPU)")
+    pipelines.add(
+        "template-demo",
+        PIPELINES_DIR / "template-demo.yaml",
+        description="template/mlp on template-stripes: fine-tune and template-mixup vs scratch (seconds on a CPU)",
+    )
 
 
 @hookimpl

@@ -32,10 +32,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-
 from tlengine.errors import TLEngineError
 from tlengine.strategies import FineTune
+from torch import nn
 
 if TYPE_CHECKING:
     from tlengine.model import TransferModel
@@ -97,8 +96,9 @@ class TemplateMixup(FineTune):
     def training_step(self, step: "StepContext") -> dict[str, torch.Tensor]:
         x, y = step.inputs, step.targets
         if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
-            raise TLEngineError(f"strategy '{self.name}' mixes image tensors; this task's inputs are "
-                                f"{type(x).__name__}")
+            raise TLEngineError(
+                f"strategy '{self.name}' mixes image tensors; this task's inputs are {type(x).__name__}"
+            )
         lam, perm = sample_mixup(x.shape[0], self.args.alpha, self.args.prob)
         temperature = step.full_model.part(TEMPERATURE_PART).module
         if perm is None:

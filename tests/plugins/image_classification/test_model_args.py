@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tlengine.registry import Registries
 from tlengine_plugins.image_classification.backbones import build_backbone, check_model_args, register_backbones
 from tlengine_plugins.image_classification.weights import register_weights
@@ -24,34 +23,43 @@ def fields(problems: list[tuple[str, str]]) -> list[str]:
     return [field for field, _ in problems]
 
 
-@pytest.mark.parametrize("name, args", [
-    ("tiny-cnn", {"width": 0.5, "in_chans": 3}),
-    ("resnet18", {"zero_init_residual": True, "num_classes": 10}),
-    ("efficientnet_b0", {"dropout": 0.1}),            # popped by the builder, not a class default
-    ("vit_b_16", {"image_size": 64}),
-    ("inception_v3", {"aux_logits": False}),
-    ("timm/resnet18", {"drop_rate": 0.1, "drop_path_rate": 0.05}),
-    ("timm/vit_tiny_patch16_224", {"img_size": 64}),
-    ("timm/xception", {"drop_rate": 0.2}),            # an alias
-])
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("tiny-cnn", {"width": 0.5, "in_chans": 3}),
+        ("resnet18", {"zero_init_residual": True, "num_classes": 10}),
+        ("efficientnet_b0", {"dropout": 0.1}),  # popped by the builder, not a class default
+        ("vit_b_16", {"image_size": 64}),
+        ("inception_v3", {"aux_logits": False}),
+        ("timm/resnet18", {"drop_rate": 0.1, "drop_path_rate": 0.05}),
+        ("timm/vit_tiny_patch16_224", {"img_size": 64}),
+        ("timm/xception", {"drop_rate": 0.2}),  # an alias
+    ],
+)
 def test_valid_args_pass(registries, name, args):
     assert check_model_args(name, args, None, registries, Path(".")) == []
 
 
 def test_valid_args_really_build(registries):
     """What the check accepts, the factory accepts (cheap models only)."""
-    for name, args in [("tiny-cnn", {"width": 0.5}), ("resnet18", {"zero_init_residual": True}),
-                       ("timm/resnet18", {"drop_rate": 0.1})]:
+    for name, args in [
+        ("tiny-cnn", {"width": 0.5}),
+        ("resnet18", {"zero_init_residual": True}),
+        ("timm/resnet18", {"drop_rate": 0.1}),
+    ]:
         assert check_model_args(name, args, None, registries, Path(".")) == []
         build_backbone(name, weights=None, weights_registry=registries.weights, base_dir=Path("."), **args)
 
 
-@pytest.mark.parametrize("name, key, owner, accepted", [
-    ("tiny-cnn", "widht", "TinyCNN", "in_chans, width"),
-    ("resnet18", "num_clases", "torchvision ResNet", "zero_init_residual"),
-    ("convnext_tiny", "layerscale", "torchvision ConvNeXt", "layer_scale"),  # ConvNeXt swallows **kwargs
-    ("timm/tf_efficientnet_lite0", "dropout", "timm EfficientNet", "drop_rate"),
-])
+@pytest.mark.parametrize(
+    "name, key, owner, accepted",
+    [
+        ("tiny-cnn", "widht", "TinyCNN", "in_chans, width"),
+        ("resnet18", "num_clases", "torchvision ResNet", "zero_init_residual"),
+        ("convnext_tiny", "layerscale", "torchvision ConvNeXt", "layer_scale"),  # ConvNeXt swallows **kwargs
+        ("timm/tf_efficientnet_lite0", "dropout", "timm EfficientNet", "drop_rate"),
+    ],
+)
 def test_unknown_arg_is_named_with_the_accepted_ones(registries, name, key, owner, accepted):
     problems = check_model_args(name, {key: 1}, None, registries, Path("."))
     assert fields(problems) == [f"model.args.{key}"]
@@ -66,8 +74,11 @@ def test_unknown_tiny_cnn_arg_is_what_the_constructor_rejects(registries):
 
 
 def test_args_with_their_own_field_are_pointed_there(registries):
-    problems = dict(check_model_args("timm/resnet18", {"weights": "x", "input_size": 64, "pretrained": True},
-                                     None, registries, Path(".")))
+    problems = dict(
+        check_model_args(
+            "timm/resnet18", {"weights": "x", "input_size": 64, "pretrained": True}, None, registries, Path(".")
+        )
+    )
     assert "model.weights" in problems["model.args.weights"]
     assert "model.input_size" in problems["model.args.input_size"]
     assert "model.weights" in problems["model.args.pretrained"]
@@ -83,9 +94,14 @@ def test_other_plugins_and_unknown_backbones_are_not_checked_here(registries):
 def test_known_weights_pass(registries, tmp_path):
     (tmp_path / "w.safetensors").write_bytes(b"")
     (tmp_path / "run").mkdir()
-    ok = [("resnet18", "IMAGENET1K_V1"), ("resnet18", "DEFAULT"), ("tiny-cnn", "w.safetensors"),
-          ("tiny-cnn", "run"), ("tiny-cnn", str(tmp_path / "w.safetensors")),
-          ("timm/tf_efficientnet_lite0", "efficientnet-lite0-imagenet")]
+    ok = [
+        ("resnet18", "IMAGENET1K_V1"),
+        ("resnet18", "DEFAULT"),
+        ("tiny-cnn", "w.safetensors"),
+        ("tiny-cnn", "run"),
+        ("tiny-cnn", str(tmp_path / "w.safetensors")),
+        ("timm/tf_efficientnet_lite0", "efficientnet-lite0-imagenet"),
+    ]
     for name, weights in ok:
         assert check_model_args(name, {}, weights, registries, tmp_path) == [], (name, weights)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from tlengine.data import split_indices
 from tlengine.errors import DataError
 from tlengine_plugins.image_classification.datasets import IMAGE_FOLDER, ImageFolderArgs, ImageSamples
@@ -42,8 +41,9 @@ def samples_of(counts: dict[str, int]) -> ImageSamples:
 
 def split_of(samples: ImageSamples, result: SplitResult, name: str) -> list[tuple[str, str]]:
     """(class, file name) of the items in one split, to compare with the folders."""
-    return sorted((samples.classes[label], Path(item).name)
-                  for item, label in (samples.items[i] for i in getattr(result, name)))
+    return sorted(
+        (samples.classes[label], Path(item).name) for item, label in (samples.items[i] for i in getattr(result, name))
+    )
 
 
 def one_sentence(text: str) -> bool:
@@ -52,19 +52,24 @@ def one_sentence(text: str) -> bool:
 
 # ----------------------------------------------------------------------- image-folder layout
 def test_predefined_train_val_test_folders_are_kept(tmp_path):
-    samples = build(tmp_path, {"train": {"cat": 4, "dog": 3}, "val": {"cat": 1, "dog": 1},
-                               "test": {"cat": 2, "dog": 2}})
+    samples = build(
+        tmp_path, {"train": {"cat": 4, "dog": 3}, "val": {"cat": 1, "dog": 1}, "test": {"cat": 2, "dog": 2}}
+    )
     assert samples.classes == ["cat", "dog"]
     assert set(samples.splits) == {"train", "val", "test"} and len(samples) == 13
     assert "train/val/test folders" in samples.source and "7 train, 2 val, 4 test" in samples.source
     for split in ("train", "val", "test"):
         assert all(Path(samples.items[i][0]).parts[-3] == split for i in samples.splits[split])
-        assert all(Path(samples.items[i][0]).parent.name == samples.classes[samples.items[i][1]]
-                   for i in samples.splits[split])
+        assert all(
+            Path(samples.items[i][0]).parent.name == samples.classes[samples.items[i][1]] for i in samples.splits[split]
+        )
 
     result = split_samples(samples, val_fraction=0.5, test_fraction=0.5, seed=0)  # fractions unused
-    assert (result.train, result.val, result.test) == (samples.splits["train"], samples.splits["val"],
-                                                       samples.splits["test"])
+    assert (result.train, result.val, result.test) == (
+        samples.splits["train"],
+        samples.splits["val"],
+        samples.splits["test"],
+    )
     assert result.warnings == []
 
 
@@ -134,8 +139,7 @@ def test_split_layout_errors(tmp_path):
 
 
 def test_class_selection_in_split_layout(tmp_path):
-    samples = build(tmp_path, {"train": {"a": 2, "b": 2, "c": 2}, "test": {"a": 1, "b": 1, "c": 1}},
-                    classes=["c", "a"])
+    samples = build(tmp_path, {"train": {"a": 2, "b": 2, "c": 2}, "test": {"a": 1, "b": 1, "c": 1}}, classes=["c", "a"])
     assert samples.classes == ["c", "a"]
     assert sorted(samples.items[i][1] for i in samples.splits["test"]) == [0, 1]
     assert len(samples.splits["train"]) == 4

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
-from safetensors.torch import save_file
-
 import tlengine.builtin
 import tlengine_plugins.image_classification.plugin as image_classification
+import torch
+import yaml
+from pydantic import ValidationError
+from safetensors.torch import save_file
 from tlengine.config import StrategyConfig, validate_data
 from tlengine.errors import ConfigError, WeightsError
 from tlengine.model import TransferModel
@@ -36,16 +36,22 @@ def template(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def manager(template) -> PluginManager:
     manager = PluginManager()
-    manager.register(template, PluginInfo("template", "tlengine-plugin-template", "0.1.0",
-                                          "template = tlengine_template_plugin.plugin"))
+    manager.register(
+        template,
+        PluginInfo("template", "tlengine-plugin-template", "0.1.0", "template = tlengine_template_plugin.plugin"),
+    )
     return manager
 
 
 def test_registers_its_components(manager: PluginManager) -> None:
     (info,) = manager.plugins
     assert info.error is None
-    assert info.registered == {"backbones": ["template/mlp"], "datasets": ["template-stripes"],
-                               "strategies": ["template-mixup"], "pipelines": ["template-demo"]}
+    assert info.registered == {
+        "backbones": ["template/mlp"],
+        "datasets": ["template-stripes"],
+        "strategies": ["template-mixup"],
+        "pipelines": ["template-demo"],
+    }
     entry = manager.registries.backbones.entry("template/mlp")
     assert entry.plugin == "template"
 
@@ -75,7 +81,9 @@ def test_backbone_shapes_and_blocks(manager: PluginManager, tmp_path: Path) -> N
     block_params = [id(p) for _, block in backbone.blocks for p in block.parameters()]
     assert sorted(block_params) == sorted(id(p) for p in backbone.module.parameters())
     assert len(block_params) == len(set(block_params)) and [n for n, _ in backbone.blocks] == ["stem", "mlp"]
-    assert factory(weights=None, weights_registry=None, base_dir=tmp_path, input_size=48).preprocessing["input_size"] == 48
+    assert (
+        factory(weights=None, weights_registry=None, base_dir=tmp_path, input_size=48).preprocessing["input_size"] == 48
+    )
     with pytest.raises(ConfigError, match="model.args.depth"):
         factory(weights=None, weights_registry=None, base_dir=tmp_path, depth=3)
 
@@ -106,13 +114,14 @@ def test_dataset_builds_deterministically(manager: PluginManager, tmp_path: Path
     assert "template-stripes" in samples.source
     again = spec.build(args, tmp_path)
     assert all(a.tobytes() == b.tobytes() for (a, _), (b, _) in zip(samples.items, again.items))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="per_clas"):
         spec.args.model_validate({"per_clas": 5})  # extra="forbid"
 
 
 def test_after_run_hook(manager: PluginManager, tmp_path: Path) -> None:
-    manager.hook.tlengine_after_run(run_dir=tmp_path, summary={"pipeline": "template-demo",
-                                                               "arms": {"scratch": {}, "fine-tune": {}}})
+    manager.hook.tlengine_after_run(
+        run_dir=tmp_path, summary={"pipeline": "template-demo", "arms": {"scratch": {}, "fine-tune": {}}}
+    )
     record = json.loads((tmp_path / "template_plugin.json").read_text())
     assert record == {"pipeline": "template-demo", "arms": ["fine-tune", "scratch"]}
 
@@ -125,8 +134,10 @@ def full_manager(template) -> PluginManager:
     manager = PluginManager()
     manager.register(tlengine.builtin, PluginInfo("core", "tlengine", "0", "core = tlengine.builtin"))
     manager.register(image_classification, PluginInfo("image_classification", "tlengine", "0", "image_classification"))
-    manager.register(template, PluginInfo("template", "tlengine-plugin-template", "0.1.0",
-                                          "template = tlengine_template_plugin.plugin"))
+    manager.register(
+        template,
+        PluginInfo("template", "tlengine-plugin-template", "0.1.0", "template = tlengine_template_plugin.plugin"),
+    )
     assert manager.errors == []
     return manager
 
@@ -137,12 +148,15 @@ def test_shipped_pipeline_validates_against_the_registries(full_manager: PluginM
     assert [a.name for a in config.arms()] == ["fine-tune", "template-mixup", "scratch"]
 
 
-@pytest.mark.parametrize("args, loc", [
-    ({"alpah": 0.4}, "compare.0.args.alpah"),      # unknown key (extra="forbid")
-    ({"alpha": 0}, "compare.0.args.alpha"),        # alpha must be > 0
-    ({"alpha": -1.0}, "compare.0.args.alpha"),
-    ({"prob": 1.5}, "compare.0.args.prob"),        # prob in [0, 1]
-])
+@pytest.mark.parametrize(
+    "args, loc",
+    [
+        ({"alpah": 0.4}, "compare.0.args.alpah"),  # unknown key (extra="forbid")
+        ({"alpha": 0}, "compare.0.args.alpha"),  # alpha must be > 0
+        ({"alpha": -1.0}, "compare.0.args.alpha"),
+        ({"prob": 1.5}, "compare.0.args.prob"),  # prob in [0, 1]
+    ],
+)
 def test_mixup_args_are_validated(full_manager: PluginManager, args: dict, loc: str) -> None:
     path = Path(full_manager.registries.pipelines.get("template-demo"))
     data = yaml.safe_load(path.read_text())
@@ -174,8 +188,9 @@ def _mixup_setup(manager: PluginManager, tmp_path: Path, **args):
 
 
 def _step(strategy, model, task, x, y):
-    return strategy.training_step(StepContext(task, model, model, x, y, epoch=1, step=0, total_steps=4,
-                                              device=torch.device("cpu")))
+    return strategy.training_step(
+        StepContext(task, model, model, x, y, epoch=1, step=0, total_steps=4, device=torch.device("cpu"))
+    )
 
 
 def test_prepare_adds_a_strategy_owned_temperature(full_manager: PluginManager, tmp_path: Path) -> None:
@@ -184,9 +199,9 @@ def test_prepare_adds_a_strategy_owned_temperature(full_manager: PluginManager, 
     assert part.owner == "strategy" and not part.pretrained
     own = model.owned_state_dict()
     assert list(own) == ["template_temperature.log_temperature"]
-    assert float(own["template_temperature.log_temperature"].detach()) == 0.0          # T = 1 at the start
+    assert float(own["template_temperature.log_temperature"].detach()) == 0.0  # T = 1 at the start
     groups = {g["name"] for g in strategy.param_groups(model, 0.01)}
-    assert "template_temperature" in groups                                    # trained at lr
+    assert "template_temperature" in groups  # trained at lr
 
 
 def test_step_without_mixing_is_the_plain_task_loss(full_manager: PluginManager, tmp_path: Path) -> None:
@@ -207,17 +222,17 @@ def test_step_mixes_inputs_and_targets(full_manager: PluginManager, tmp_path: Pa
     torch.manual_seed(7)
     losses = _step(strategy, model, task, x, y)
     torch.manual_seed(7)
-    lam, perm = sample_mixup(len(y), 1.0, 1.0)                  # the same draws from the same seed
+    lam, perm = sample_mixup(len(y), 1.0, 1.0)  # the same draws from the same seed
     assert perm is not None and 0.0 < lam < 1.0 and not torch.equal(perm, torch.arange(len(y)))
     mixed = lam * x + (1 - lam) * x[perm]
-    assert torch.allclose(seen[0], mixed)                        # the network saw the mixed images
+    assert torch.allclose(seen[0], mixed)  # the network saw the mixed images
     with torch.no_grad():
         out = model(mixed)
     expected = lam * task.loss(out, y) + (1 - lam) * task.loss(out, y[perm])
     assert list(losses) == ["mixup"] and torch.allclose(losses["mixup"], expected)
     assert not torch.allclose(losses["mixup"], task.loss(model(x), y))
     torch.manual_seed(7)
-    assert torch.equal(_step(strategy, model, task, x, y)["mixup"], losses["mixup"])   # deterministic
+    assert torch.equal(_step(strategy, model, task, x, y)["mixup"], losses["mixup"])  # deterministic
     losses["mixup"].backward()
     temperature = model.part("template_temperature").module.log_temperature
     assert temperature.grad is not None and float(temperature.grad) != 0.0  # the temperature learns
