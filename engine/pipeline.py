@@ -38,6 +38,7 @@ from .strategies import Strategy
 from .summary import build_summary
 from .task import Task, TaskData
 from .training import checkpoint
+from .training.feature_cache import trains_from_cache
 from .training.loop import Arm, ArmResult, train_arm
 from .training.seeding import derive_seed, seed_everything
 from .validation import LoadedPipeline, data_root, validate
@@ -333,5 +334,4 @@ class Runner:
 
 def _uses_fused_kernels(task: Task, strategy: Strategy) -> bool:
     """Whether an arm trains from the feature cache with the fused ops (when they build)."""
-    cache = strategy.config.cache
-    return strategy.frozen_backbone and cache.enabled and cache.kernels != "torch" and task.supports_feature_cache
+    return trains_from_cache(task, strategy) and strategy.config.cache.kernels != "torch"

@@ -73,6 +73,12 @@ class _RowBatches(Dataset):
         return self.__getitems__([i])
 
 
+def trains_from_cache(task: Task, strategy: Any) -> bool:
+    """Whether an arm trains from the feature cache: its strategy freezes every pretrained
+    part for the whole run, its cache is enabled and its task supports the cache."""
+    return strategy.frozen_backbone and strategy.config.cache.enabled and task.supports_feature_cache
+
+
 def _identity_collate(batch: Any) -> Any:
     return batch
 

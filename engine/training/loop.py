@@ -31,7 +31,7 @@ from ..strategies import Strategy
 from ..strategies.base import StepContext
 from ..task import Evaluation, Task, TaskData
 from . import checkpoint
-from .feature_cache import CachedFeatures
+from .feature_cache import CachedFeatures, trains_from_cache
 from .optim import LRSchedule, build_optimizer
 from .progress import progress_bar
 from .seeding import derive_seed, rng_state, seed_everything, set_rng_state
@@ -136,7 +136,7 @@ def train_arm(
     autocast, scaler = autocast_for(device, cfg.amp)
 
     cached = None
-    if strategy.frozen_backbone and strategy.config.cache.enabled and task.supports_feature_cache:
+    if trains_from_cache(task, strategy):
         strategy.apply(model, 1)
         cached = CachedFeatures(
             task, model, arm.data, strategy.config.cache, device=device, seed=arm.seed, batch_size=cfg.batch_size
