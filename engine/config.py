@@ -124,6 +124,33 @@ class CacheConfig(Strict):
     )
 
 
+class ExtractionConfig(Strict):
+    """How frozen parts run (feature extraction, the frozen blocks of a fine-tune,
+    evaluation and predict): precision, memory layout, compilation. See
+    :mod:`tlengine.execution`."""
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="autocast dtype of frozen parts (auto: bf16 on CUDA and on CPUs with native bf16, else fp32); "
+        "part of the feature cache's key",
+    )
+    tolerance: float = Field(
+        0.999,
+        gt=0.0,
+        le=1.0,
+        description="lowest cosine similarity, per sample, of reduced-precision features to fp32 on the first "
+        "batch; below it the part runs in fp32",
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="channels-last memory format (auto: for parts with 2-D convolutions), training too"
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="torch.compile frozen parts (auto: when the samples to run make up for the compile time); "
+        "inductor's cache persists under $TLENGINE_CACHE_DIR/inductor",
+    )
+
+
 class StrategyConfig(Strict):
     """One arm of the experiment: how the pretrained model is (or is not) used."""
 
@@ -236,6 +263,9 @@ class PipelineConfig(Strict):
     compare: list[StrategyConfig] = Field(default_factory=list, description="more arms trained on the same split")
     baseline: StrategyConfig | None = Field(None, description="usually {name: scratch}: the from-scratch arm")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    extraction: ExtractionConfig = Field(
+        default_factory=ExtractionConfig, description="how frozen parts run: precision, channels-last, compile"
+    )
 
     @field_validator("name")
     @classmethod

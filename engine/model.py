@@ -77,8 +77,9 @@ class TransferModel(nn.Module):
     ``TransferModel(backbone, head)`` builds the two-part model image classification
     uses. Other tasks call ``TransferModel()`` and :meth:`add_part` for each part.
 
-    ``frozen_parts`` (set by strategies) lists parts that run under
-    ``torch.inference_mode`` style no-grad in :meth:`run_part`.
+    ``frozen_parts`` (set by strategies) lists parts that run without autograd in
+    :meth:`run_part`; ``execution`` (set by :func:`tlengine.execution.configure_execution`)
+    says how parts run: precision, channels-last, compiled.
     """
 
     def __init__(self, backbone: Backbone | None = None, head: nn.Module | None = None):
@@ -88,6 +89,7 @@ class TransferModel(nn.Module):
         self.arch = ""
         self.feature_dim = 0
         self.frozen_parts: set[str] = set()
+        self.execution: Any = None  # tlengine.execution.Execution, or None: plain calls
         if backbone is not None:
             self.add_part("backbone", backbone.module, blocks=backbone.blocks)
             self.preprocessing = dict(backbone.preprocessing)
@@ -146,8 +148,11 @@ class TransferModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def run_part(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call part ``name``; a frozen part runs without building an autograd graph."""
+        """Call part ``name``; a frozen part runs without building an autograd graph (and,
+        under an ``execution`` plan, in inference mode, reduced precision, compiled)."""
         module = self._parts[name].module
+        if self.execution is not None:
+            return self.execution.run(name, module, name in self.frozen_parts, args, kwargs)
         if name in self.frozen_parts:
             with torch.no_grad():
                 return module(*args, **kwargs)

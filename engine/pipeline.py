@@ -274,7 +274,9 @@ class Runner:
             state, _ = checkpoint.load_tensors(src)
             st.task.init_from_state(model, state, inherited, source=f"stage '{plan.init_from}' ({src})")
         pretrained = bool(inherited) and (plan.model.weights is not None or plan.init_from is not None)
-        arm = Arm(arm_cfg.arm, strategy, model, st.data, plan.arm_train(arm_cfg), seed, plan.name, st.extra)
+        arm = Arm(
+            arm_cfg.arm, strategy, model, st.data, plan.arm_train(arm_cfg), seed, plan.name, st.extra, plan.extraction
+        )
         self.echo(
             f"[{label}] {strategy.name}: {plan.model.backbone} "
             f"({'pretrained' if pretrained else 'random init'}"
@@ -291,6 +293,7 @@ class Runner:
             resume=resume,
             num_workers=plan.data.num_workers,
             label=label,
+            echo=self.echo,
         )
         meta = self._model_meta(p, st, arm, pretrained)
         checkpoint.save_model(arm_dir / "model.safetensors", model, meta)
@@ -325,6 +328,7 @@ class Runner:
             "model": plan.model.model_dump(mode="json"),
             "info": arm.data.info,
             "preprocessing": arm.model.preprocessing,
+            "extraction": plan.extraction.model_dump(mode="json"),
             "parts": {
                 name: {"pretrained": part.pretrained, "owner": part.owner, "blocks": [b for b, _ in part.blocks]}
                 for name, part in arm.model.parts.items()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import DataConfig, ModelConfig, PipelineConfig, StrategyConfig, TrainConfig
+from .config import DataConfig, ExtractionConfig, ModelConfig, PipelineConfig, StrategyConfig, TrainConfig
 from .errors import ConfigError
 
 SOURCE_STAGE = "source"
@@ -37,6 +37,7 @@ class StagePlan:
     baseline: str | None = None
     extra_data: dict[str, DataConfig] = field(default_factory=dict)
     loc: str = ""
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
 
     def where(self, key: str) -> str:
         return f"{self.loc}.{key}" if self.loc else key
@@ -98,6 +99,8 @@ def plan_stages(config: PipelineConfig) -> list[StagePlan]:
             )
         if errors:
             raise ConfigError(errors)
+        for stage in stages:
+            stage.extraction = config.extraction
         return stages
 
     for key in ("task", "data", "model", "strategy"):
@@ -115,6 +118,7 @@ def plan_stages(config: PipelineConfig) -> list[StagePlan]:
         config.train,
         baseline=config.baseline.arm if config.baseline else None,
     )
+    main.extraction = config.extraction
     if config.source is None:
         return [main]
     src = config.source
@@ -131,4 +135,5 @@ def plan_stages(config: PipelineConfig) -> list[StagePlan]:
         loc="source",
     )
     main.init_from = SOURCE_STAGE
+    source.extraction = main.extraction = config.extraction
     return [source, main]

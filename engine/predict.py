@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, StrategyConfig
+import torch
+
+from .config import ExtractionConfig, ModelConfig, StrategyConfig
 from .errors import RunError
+from .execution import configure_execution
 from .model import TransferModel
 from .registry import Registries
 from .task import Task
@@ -64,12 +68,19 @@ def _last_stage(run_dir: Path) -> str | None:
 
 
 def load_run_model(
-    registries: Registries, run_dir: Path, *, arm: str | None = None, stage: str | None = None, seed: int | None = None
+    registries: Registries,
+    run_dir: Path,
+    *,
+    arm: str | None = None,
+    stage: str | None = None,
+    seed: int | None = None,
+    device: torch.device | None = None,
 ) -> tuple[Task, TransferModel, dict[str, Any]]:
     """(task, model in eval mode, checkpoint metadata) of a finished run (or one arm of it).
 
     The model is rebuilt from its config with random init, the strategy re-adds its own
-    parts (adapters), then the saved weights are loaded strictly.
+    parts (adapters), then the saved weights are loaded strictly. Its parts run as the
+    run's ``extraction`` settings say (:mod:`tlengine.execution`), on ``device`` (CPU).
     """
     path = model_file(run_dir, arm=arm, stage=stage, seed=seed)
     tensors, meta = load_tensors(path)
@@ -79,9 +90,11 @@ def load_run_model(
     model_cfg = ModelConfig.model_validate({**meta["model"], "weights": None})
     init = {part: False for part in task.pretrained_parts}
     model = task.build_model(model_cfg, meta["info"], init=init, base_dir=Path(run_dir))
+    strategy = None
     if meta.get("strategy_config"):
         strategy_cfg = StrategyConfig.model_validate(meta["strategy_config"])
-        registries.strategies.get(strategy_cfg.name)(strategy_cfg).prepare(model, None)
+        strategy = registries.strategies.get(strategy_cfg.name)(strategy_cfg)
+        strategy.prepare(model, None)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise RunError(
@@ -89,4 +102,15 @@ def load_run_model(
         )
     model.preprocessing = meta["preprocessing"]
     model.eval()
+    if strategy is not None and strategy.frozen_backbone:  # its pretrained parts were never trained
+        model.frozen_parts = {p.name for p in model.pretrained_parts}
+    # how the run's frozen parts ran (no compile: a few inputs never pay for it)
+    extraction = ExtractionConfig.model_validate({**meta.get("extraction", {}), "compile": "off"})
+    configure_execution(
+        model,
+        extraction,
+        device=device or torch.device("cpu"),
+        task_allows_reduced=task.allows_reduced_precision,
+        echo=lambda line: print(line, file=sys.stderr),
+    )
     return task, model, meta

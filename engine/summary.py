@@ -2,7 +2,7 @@
 
 ``metrics.json`` keeps one schema for every task::
 
-    {"task", "pipeline", "strategy", "metrics", "baseline", "timings", "cache",
+    {"task", "pipeline", "strategy", "metrics", "baseline", "timings", "cache", "execution",
      "primary_metric", "metric_directions", "primary_arm", "baseline_arm", "seeds",
      "arms": {arm: {"strategy", "metrics" (mean over seeds), "metrics_std", "per_seed",
                     "gains" (vs baseline), "gain_vs_baseline", "val_metrics", "seconds",
@@ -120,6 +120,12 @@ def build_summary(
             name: results[final.name][name][seeds[0]].cache
             for name in arms
             if results[final.name][name][seeds[0]].cache
+        }
+        or None,
+        "execution": {
+            name: results[final.name][name][seeds[0]].execution
+            for name in arms
+            if results[final.name][name][seeds[0]].execution
         }
         or None,
         "primary_metric": metric,

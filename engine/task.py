@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .config import TrainConfig
+from .execution import InputFormat
 
 if TYPE_CHECKING:
     from .config import DataConfig, ModelConfig
@@ -112,6 +113,9 @@ class Task(ABC):
     ModelOptions: ClassVar[type[BaseModel]] = NoOptions
     #: whether ``predict`` takes strings (``tlengine predict --text``)
     accepts_text: ClassVar[bool] = False
+    #: whether frozen parts may run in reduced precision (``extraction.precision``); a task
+    #: whose outputs need fp32 (e.g. regression to exact coordinates) sets False
+    allows_reduced_precision: ClassVar[bool] = True
 
     def __init__(self, registries: "Registries", train: TrainConfig | None = None):
         self.registries = registries
@@ -253,11 +257,16 @@ class Task(ABC):
         preprocessing: dict[str, Any],
         kernels: str,
         train: bool,
+        input_format: InputFormat | None = None,
+        num_workers: int = 0,
     ) -> Iterator[tuple[Any, torch.Tensor]]:
         """Inputs of the frozen part for the samples ``indices`` of ``dataset`` under
         augmented view ``view`` (0 = the plain eval view; others deterministic in (seed,
         sample, view)), as ``(inputs, sample_indices)`` batches. ``kernels`` is "auto",
-        "fused" or "torch"; ``train`` says whether these are training views."""
+        "fused" or "torch"; ``train`` says whether these are training views.
+        ``input_format`` is the memory format and dtype the frozen part runs in (a task
+        that builds 4-D inputs can write them so, saving a conversion pass; others may
+        ignore it); ``num_workers`` the data-loading processes the user allowed."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ inference

@@ -45,6 +45,7 @@ class CacheKey:
     dtype: str
     views: int = 1
     l2_normalize: bool = False
+    precision: str = "fp32"  # what the frozen part computed in (tlengine.execution): bf16 features differ
     format_version: int = field(default=FORMAT_VERSION)
 
     def __post_init__(self) -> None:

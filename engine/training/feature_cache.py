@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..cache import CacheKey, FeatureCache, fingerprint_state_dict
 from ..config import CacheConfig
 from ..errors import TLEngineError
+from ..execution import InputFormat
 from ..task import CacheSpec, Task, to_device
 from .progress import progress_bar
 
@@ -48,6 +49,10 @@ class HeadOnly(nn.Module):
 
     def forward(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         return self.model.forward_head(inputs, *args, **kwargs)
+
+
+#: samples of the first extraction batch, which also checks reduced precision against fp32
+PROBE_SAMPLES = 8
 
 
 def _take(targets: Any, idx: torch.Tensor) -> Any:
@@ -125,9 +130,11 @@ class CachedFeatures:
         device: torch.device,
         seed: int,
         batch_size: int,
+        num_workers: int = 0,
     ):
         self.task, self.model, self.data, self.config = task, model, data, config
         self.device, self.seed, self.batch_size = device, seed, batch_size
+        self.num_workers = num_workers
         self.spec: CacheSpec = task.cache_spec(model)
         self.caches: dict[str, FeatureCache] = {}
         self.length_caches: dict[str, FeatureCache] = {}
@@ -159,7 +166,28 @@ class CachedFeatures:
             dtype=dtype,
             views=views,
             l2_normalize=self.spec.l2_normalize and layer == self.spec.layout,
+            precision=self._precision,
         )
+
+    @property
+    def _execution(self) -> Any:
+        return getattr(self.model, "execution", None)
+
+    @property
+    def _precision(self) -> str:
+        """What the frozen parts compute in (known after the probe's precision check)."""
+        if self._execution is None:
+            return "fp32"
+        names = [p.name for p in self.model.pretrained_parts]
+        return (
+            ",".join(
+                sorted({self._execution.parts[n].stats()["precision"] for n in names if n in self._execution.parts})
+            )
+            or "fp32"
+        )
+
+    def _input_format(self) -> InputFormat:
+        return self._execution.input_format() if self._execution is not None else InputFormat()
 
     def _forward(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.model.forward_features(inputs)
@@ -181,18 +209,23 @@ class CachedFeatures:
         return self.spec.max_tokens
 
     def _probe(self, dataset: Dataset) -> tuple[tuple[int, ...], bool]:
-        """Per-sample shape of the frozen part's output, and whether it has lengths."""
+        """Per-sample shape of the frozen part's output, and whether it has lengths. This is
+        the frozen part's first call, so it is also the reduced-precision check (on up to
+        ``PROBE_SAMPLES`` samples), which decides the cache key's precision."""
+        n = min(PROBE_SAMPLES, len(dataset))
         inputs, _ = next(
             iter(
                 self.task.extraction_batches(
                     dataset,
-                    indices=torch.tensor([0]),
+                    indices=torch.arange(n),
                     view=0,
                     seed=self.seed,
-                    batch_size=1,
+                    batch_size=n,
                     preprocessing=self.preprocessing,
                     kernels=self.config.kernels,
                     train=False,
+                    input_format=self._input_format(),
+                    num_workers=0,
                 )
             )
         )
@@ -218,35 +251,49 @@ class CachedFeatures:
         storage_device = self.device if self.config.storage == "memory" else torch.device("cpu")
         self.sample_shape, has_lengths = self._probe(self.data.train)
         row_dim = self._row_dim(self.sample_shape)
-        for split, views in (("train", self.config.views), ("val", 1), ("test", 1)):
+        splits = (("train", self.config.views), ("val", 1), ("test", 1))
+        opened = {}
+        for split, views in splits:  # open every cache first: what is missing tells compile: auto what is left
             dataset = getattr(self.data, split)
-            n = len(dataset)
             self.targets[split] = self.task.targets(dataset)
-            if n == 0:
+            if len(dataset):
+                opened[split] = self._open(split, dataset, views, row_dim, has_lengths, storage_device)
+        if self._execution is not None:
+            self._execution.expect(sum(int(missing.numel()) for _, _, missing in opened.values()))
+        for split, views in splits:
+            if split not in opened:
                 continue
-            open_args = dict(
-                num_samples=n,
-                storage=self.config.storage,
-                root=self._root(),
-                device=storage_device,
-                kernels=self.config.kernels,
-            )
-            key = self._key(split, dataset, views, self.spec.layout, self._pooling, self.config.dtype)
-            cache = FeatureCache.open(key, row_dim=row_dim, **open_args)
-            self.caches[split] = cache
-            lengths = None
-            if has_lengths:
-                lkey = self._key(split, dataset, views, "lengths", "none", "float32")
-                lengths = self.length_caches[split] = FeatureCache.open(lkey, row_dim=1, **open_args)
-            missing = cache.missing()
-            if lengths is not None:
-                missing = torch.unique(torch.cat([missing, lengths.missing()]))
+            cache, lengths, missing = opened[split]
             if missing.numel():
-                self._extract(split, dataset, cache, lengths, missing, views)
+                self._extract(split, getattr(self.data, split), cache, lengths, missing, views)
             cache.finalize()
             if lengths is not None:
                 lengths.finalize()
         self.extraction_seconds = time.perf_counter() - t0
+
+    def _open(
+        self, split: str, dataset: Dataset, views: int, row_dim: int, has_lengths: bool, storage_device: torch.device
+    ) -> tuple[FeatureCache, FeatureCache | None, torch.Tensor]:
+        """(cache, lengths cache or None, rows still missing) of one split."""
+        n = len(dataset)
+        open_args = dict(
+            num_samples=n,
+            storage=self.config.storage,
+            root=self._root(),
+            device=storage_device,
+            kernels=self.config.kernels,
+        )
+        key = self._key(split, dataset, views, self.spec.layout, self._pooling, self.config.dtype)
+        cache = FeatureCache.open(key, row_dim=row_dim, **open_args)
+        self.caches[split] = cache
+        lengths = None
+        if has_lengths:
+            lkey = self._key(split, dataset, views, "lengths", "none", "float32")
+            lengths = self.length_caches[split] = FeatureCache.open(lkey, row_dim=1, **open_args)
+        missing = cache.missing()
+        if lengths is not None:
+            missing = torch.unique(torch.cat([missing, lengths.missing()]))
+        return cache, lengths, missing
 
     def _root(self) -> Path | None:
         return Path(self.config.root) if self.config.root else None
@@ -274,6 +321,8 @@ class CachedFeatures:
                 preprocessing=self.preprocessing,
                 kernels=self.config.kernels,
                 train=split == "train",
+                input_format=self._input_format(),
+                num_workers=self.num_workers,
             )
             total = -(-int(samples.numel()) // self.batch_size)
             desc = f"extracting {split} features" + (f" (view {view + 1}/{views})" if views > 1 else "")
@@ -342,6 +391,7 @@ class CachedFeatures:
             "dtype": self.config.dtype,
             "views": self.config.views,
             "kernels": self.config.kernels,
+            "precision": self._precision,
             "layout": dataclasses.asdict(self.spec),
             "sample_shape": list(self.sample_shape),
             "splits": {split: cache.stats for split, cache in self.caches.items()},

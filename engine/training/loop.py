@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import Dataset
 
-from ..config import TrainConfig
+from ..config import ExtractionConfig, TrainConfig
+from ..execution import configure_execution
 from ..model import TransferModel
 from ..strategies import Strategy
 from ..strategies.base import StepContext
@@ -49,6 +50,7 @@ class Arm:
     seed: int
     stage: str = "main"
     extra: dict[str, Dataset] = field(default_factory=dict)  # the stage's extra datasets (train splits)
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)  # how frozen parts run
 
     @property
     def key(self) -> str:
@@ -66,6 +68,7 @@ class ArmResult:
     epochs: int
     history: list[dict[str, Any]] = field(default_factory=list)
     cache: dict[str, Any] | None = None  # feature-cache statistics when the arm used one
+    execution: dict[str, Any] | None = None  # how each part ran (precision, channels-last, compiled)
     best_epoch: int | None = None
     stopped_early: bool = False
 
@@ -83,9 +86,9 @@ def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], tor
 
 
 def evaluate(task: Task, model: Any, loader: Any, info: dict[str, Any], *, device: torch.device) -> Evaluation:
-    """The task's metrics of ``model`` over ``loader``, in eval mode without autograd."""
+    """The task's metrics of ``model`` over ``loader``, in eval mode and inference mode."""
     model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         return task.evaluate(model, loader, device, info)
 
 
@@ -113,6 +116,7 @@ def train_arm(
     resume: bool = False,
     num_workers: int = 0,
     label: str = "",
+    echo: Callable[[str], None] = print,
 ) -> ArmResult:
     """Train ``arm`` for up to ``arm.train.epochs`` epochs and evaluate it on the test split.
 
@@ -126,6 +130,9 @@ def train_arm(
     seed_everything(derive_seed(arm.seed, arm.name, "prepare"))
     strategy.prepare(model, arm.data)
     model.to(device)
+    execution = configure_execution(
+        model, arm.extraction, device=device, task_allows_reduced=task.allows_reduced_precision, echo=echo
+    )
     groups = strategy.param_groups(model, cfg.lr)
     optimizer = build_optimizer(groups, cfg)
     steps_per_epoch = math.ceil(len(arm.data.train) / cfg.batch_size)
@@ -139,9 +146,19 @@ def train_arm(
     if trains_from_cache(task, strategy):
         strategy.apply(model, 1)
         cached = CachedFeatures(
-            task, model, arm.data, strategy.config.cache, device=device, seed=arm.seed, batch_size=cfg.batch_size
+            task,
+            model,
+            arm.data,
+            strategy.config.cache,
+            device=device,
+            seed=arm.seed,
+            batch_size=cfg.batch_size,
+            num_workers=num_workers,
         )
         cached.prepare()  # the frozen part runs here, once; epochs below train the rest only
+    elif strategy.frozen_backbone:  # the frozen part runs on every batch: tell compile: auto how many
+        per_epoch = len(arm.data.train) + len(arm.data.val)
+        execution.expect(per_epoch * cfg.epochs + len(arm.data.val) + len(arm.data.test))
     net = cached.head if cached is not None else model
 
     def eval_loader(split: str) -> Any:
@@ -272,6 +289,7 @@ def train_arm(
     if cached is not None:
         cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}
         cached.close()
+    model.execution = None  # the plan holds compiled code: the saved model is the plain one
     total = seconds + (cached.extraction_seconds if cached else 0.0)
     return ArmResult(
         arm.name,
@@ -284,6 +302,7 @@ def train_arm(
         cache_stats,
         best_epoch=best["epoch"] if cfg.keep == "best" else last_epoch,
         stopped_early=bool(best["stopped"]),
+        execution=execution.stats(),
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from tlengine.cache import fingerprint_items
+from tlengine.execution import InputFormat
 from tlengine.kernels import ops_for
 from tlengine.training.seeding import derive_seed
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -142,14 +143,26 @@ def extraction_batches(
     preprocessing: dict[str, Any],
     kernels: str,
     train: bool,
+    input_format: InputFormat | None = None,
+    num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised ``[B,3,input,input]`` float32 batches of the samples ``indices``."""
+    """Normalised ``[B,3,input,input]`` batches of the samples ``indices``, written by the
+    fused op directly in the dtype and memory format of ``input_format`` (default float32,
+    contiguous). ``num_workers`` processes decode and resize the base images."""
+    fmt = input_format or InputFormat()
     base_ds, positions = unwrap(dataset)
     size = int(preprocessing["input_size"])
     base = base_size(preprocessing, train=train and view > 0)  # view 0 = the eval transform, in every split
     chosen = [positions[i] for i in indices.tolist()]
     images = BaseImages(base_ds.items, chosen, base, size, str(preprocessing.get("interpolation", "bilinear")))
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(
+        images,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available() and num_workers > 0,
+    )
     ops = ops_for(kernels)
     mean = [float(m) for m in preprocessing["mean"]]
     std = [float(s) for s in preprocessing["std"]]
@@ -158,4 +171,7 @@ def extraction_batches(
         sample_idx = indices[start : start + batch.shape[0]]
         start += batch.shape[0]
         offsets, mirror = view_params(sample_idx, view, seed, base, size)
-        yield ops.normalize_images(batch, offsets, mirror, size, size, mean, std, torch.float32), sample_idx
+        out = ops.normalize_images(
+            batch, offsets, mirror, size, size, mean, std, fmt.dtype, channels_last=fmt.channels_last
+        )
+        yield out, sample_idx

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tlengine.atomic import write_text
 from tlengine.config import DataConfig, ModelConfig
 from tlengine.errors import DataError
+from tlengine.execution import InputFormat
 from tlengine.model import TransferModel
 from tlengine.reporting.plots import plot_confusion
 from tlengine.task import Evaluation, PredictInput, Task, TaskData
@@ -181,6 +182,8 @@ class ImageClassificationTask(Task):
         preprocessing: dict[str, Any],
         kernels: str,
         train: bool,
+        input_format: InputFormat | None = None,
+        num_workers: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return extraction.extraction_batches(
             dataset,
@@ -191,6 +194,8 @@ class ImageClassificationTask(Task):
             preprocessing=preprocessing,
             kernels=kernels,
             train=train,
+            input_format=input_format,
+            num_workers=num_workers,
         )
 
     # ------------------------------------------------------------------ inference

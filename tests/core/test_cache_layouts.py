@@ -94,6 +94,8 @@ class SeqTask(Task):
         preprocessing: dict[str, Any],
         kernels: str,
         train: bool,
+        input_format: Any = None,
+        num_workers: int = 0,
     ) -> Iterator[tuple[Any, torch.Tensor]]:
         for chunk in indices.split(batch_size):
             yield pad([dataset.items[i] for i in chunk.tolist()]), chunk
@@ -175,7 +177,9 @@ def test_map_layout_returns_whole_maps(kernels):
             m.add_part("head", nn.Linear(4, 2))
             return m
 
-        def extraction_batches(self, dataset, *, indices, view, seed, batch_size, preprocessing, kernels, train):
+        def extraction_batches(
+            self, dataset, *, indices, view, seed, batch_size, preprocessing, kernels, train, input_format, num_workers
+        ):
             for chunk in indices.split(batch_size):
                 yield torch.stack([dataset.images[i] for i in chunk.tolist()]), chunk
 
