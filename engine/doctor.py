@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .execution import DTYPE_NAMES, native_reduced_dtype
 
 
 def _version_of(cmd: list[str]) -> str | None:
@@ -44,6 +45,7 @@ def collect(manager: Any) -> dict[str, Any]:
             }
         )
     extension = importlib.util.find_spec("tlengine._C") is not None
+    reduced = native_reduced_dtype(torch.device("cuda" if cuda else "cpu"))
     return {
         "tlengine": __version__,
         "python": platform.python_version(),
@@ -52,6 +54,7 @@ def collect(manager: Any) -> dict[str, Any]:
         "cuda_available": cuda,
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "threads": torch.get_num_threads(),
+        "frozen_precision": DTYPE_NAMES.get(reduced, str(reduced)),
         "compilers": {
             "c++": _version_of(["c++", "--version"]),
             "nvcc": _version_of(["nvcc", "--version"]),
@@ -88,6 +91,10 @@ def render(report: dict[str, Any]) -> str:
         (ok if report["cuda_available"] else no)
         + "CUDA device: "
         + (", ".join(report["cuda_devices"]) or "none (CPU only)")
+    )
+    lines.append(
+        f"{ok}frozen parts (extraction.precision: auto) run in {report['frozen_precision']}"
+        + ("" if report["frozen_precision"] != "fp32" else " (no native bf16 on this device)")
     )
     for name, version in report["compilers"].items():
         lines.append((ok if version else no) + f"{name}: {version or 'not found'}")
