@@ -150,38 +150,59 @@ def _met(flag: Any) -> str:
     return "n/a" if flag is None else ("met" if flag else "NOT met")
 
 
+def _backbone_form(r: dict[str, Any]) -> str:
+    """The frozen backbone's form in a training row: e.g. ``bf16, channels-last, compiled (41 s)``."""
+    if r.get("extraction_precision") is None and r.get("compiled") is None:
+        return "—"
+    bits = [r.get("extraction_precision") or "?"]
+    if r.get("fell_back_to_fp32"):
+        bits[0] += " (fell back)"
+    if r.get("channels_last"):
+        bits.append("channels-last")
+    if r.get("compiled"):
+        cs = r.get("compile_seconds")
+        bits.append("compiled" + (f" ({_num(cs)} s)" if cs is not None else ""))
+    return ", ".join(bits)
+
+
 def _training_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     meta = result.get("training", result)
-    lines = ["## Training: feature extraction, naive vs cached", ""]
+    lines = ["## Training: feature extraction, naive vs cached (fp32, bf16, compiled backbone)", ""]
     lines.append(
         f"Pipeline `{Path(meta.get('pipeline', '')).name}` through `tlengine run`, one process per arm; "
         "seconds = the arm's time in metrics.json (cached arms include building the cache), "
-        "accuracy = final test accuracy."
+        "accuracy = final test accuracy; backbone = the frozen backbone's precision / layout / compile "
+        "as the run's execution plan reports it (cos = its first-batch check against fp32)."
     )
     lines.append("")
     body = []
     for r in rows:
+        cos = r.get("min_cosine_to_fp32")
         body.append(
             [
                 r["arm"],
+                _backbone_form(r),
                 str(r.get("epochs")),
                 _num(r.get("seconds")),
                 _x(r.get("speedup_vs_naive")),
                 _num(r.get("accuracy"), 4),
                 _num(r.get("accuracy_delta_points")),
                 _num(r.get("extraction_seconds")),
+                "—" if cos is None else f"{cos:.6f}",
                 _num(r.get("wall_seconds")),
             ]
         )
     lines += _table(
         [
             "arm",
+            "backbone",
             "epochs",
             "seconds",
             "speed-up vs naive",
             "accuracy",
             "Δ acc (points)",
             "cache build s",
+            "cos",
             "wall s (process)",
         ],
         body,
@@ -203,12 +224,66 @@ def _training_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> lis
     return lines
 
 
+def _extraction_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    meta = result.get("extraction", result)
+    lines = ["## Extraction: frozen backbone, eager vs channels-last vs bf16 vs torch.compile", ""]
+    lines.append(
+        f"Each form built through `configure_execution` and run as `model.forward_features(x)` under "
+        f"`torch.no_grad()`; random weights; median of {meta.get('timed_batches')} timed batches after "
+        f"{meta.get('warmup')} warm-up ones (and after the precision check and, for compiled forms, the "
+        "compiling call). dtype = the precision the plan kept; vs eager = eager-fp32 ms / this form's ms "
+        "(same model); cos = lowest per-sample cosine similarity of the features to eager-fp32 on the same "
+        "input; compile s = the first compiled call (cold: inductor compiled, warm: from its cache "
+        f"`{meta.get('inductor_cache', '')}`)."
+    )
+    lines.append("")
+    body = []
+    for r in rows:
+        if r.get("error"):
+            body.append([r["model"], r["form"], str(r.get("batch")), str(r.get("input_size"))] + ["error"] + ["—"] * 5)
+            continue
+        compile_s = "—"
+        if r.get("compiled"):
+            compile_s = _num(r.get("compile_seconds")) + (f" ({r['compile_cache']})" if r.get("compile_cache") else "")
+        body.append(
+            [
+                r["model"],
+                r["form"],
+                str(r.get("batch")),
+                f"{r.get('input_size')}px",
+                r.get("dtype", "—") + (" (fell back)" if r.get("fell_back_to_fp32") else ""),
+                _num(r.get("ms_per_image")),
+                _num(r.get("images_per_s")),
+                _x(r.get("speedup_vs_eager_fp32")),
+                compile_s,
+                "—" if r.get("min_cosine_vs_eager_fp32") is None else f"{r['min_cosine_vs_eager_fp32']:.6f}",
+            ]
+        )
+    lines += _table(
+        ["model", "form", "batch", "input", "dtype", "ms/image", "images/s", "vs eager fp32", "compile s", "cos"],
+        body,
+    )
+    lines.append("")
+    notes = [f"{r['model']} `{r['form']}`: {r['error']}" for r in rows if r.get("error")]
+    notes += [f"{r['model']} `{r['form']}`: {r['note']}" for r in rows if r.get("note")]
+    if meta.get("busy_warning"):
+        notes.append(meta["busy_warning"])
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)] + [""]
+    return lines
+
+
 def to_markdown(result: dict[str, Any]) -> str:
-    """Kernel and/or training tables for a result of kernels, training or all."""
+    """Kernel, extraction and/or training tables for a result of kernels, training, extraction or all."""
     rows = result.get("rows", [])
     kernel_rows = [r for r in rows if r.get("kind") == "kernel" or ("op" in r and "arm" not in r)]
     training_rows = [r for r in rows if r.get("kind") == "training" or ("arm" in r and "op" not in r)]
-    hw = result.get("hardware") or (result.get("kernels") or {}).get("hardware")
+    extraction_rows = [r for r in rows if r.get("kind") == "extraction"]
+    hw = (
+        result.get("hardware")
+        or (result.get("kernels") or {}).get("hardware")
+        or (result.get("extraction") or {}).get("hardware")
+    )
     head = [
         "# tlengine benchmarks",
         "",
@@ -220,6 +295,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     out = head
     if kernel_rows:
         out += _kernel_section(result, kernel_rows)
+    if extraction_rows:
+        out += _extraction_section(result, extraction_rows)
     if training_rows:
         out += _training_section(result, training_rows)
     return "\n".join(out).rstrip() + "\n"

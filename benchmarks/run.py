@@ -1,4 +1,11 @@
-"""``python -m benchmarks.run kernels|training|all [--json] [--quick] [--out DIR]``.
+"""``python -m benchmarks.run kernels|training|extraction|all [--json] [--quick] [--out DIR]``.
+
+* ``kernels`` - fused ops vs eager reference vs torch.compile (:mod:`benchmarks.kernels`);
+* ``training`` - feature-extraction training, naive vs cached arms, through ``tlengine run``
+  (:mod:`benchmarks.training`);
+* ``extraction`` - images/s of frozen backbones in each execution form: eager fp32,
+  channels-last, bf16, torch.compile (:mod:`benchmarks.extraction`);
+* ``all`` - the three, in that order, in one result.
 
 Also the body of ``tlengine bench``: :func:`main` puts the repository root on ``sys.path``
 first, so it works from any working directory (and as ``python benchmarks/run.py``).
@@ -25,19 +32,22 @@ def _echo(line: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["kernels", "training", "all"])
+    p.add_argument("what", choices=["kernels", "training", "extraction", "all"])
     p.add_argument("--json", action="store_true", help="print one JSON object instead of markdown")
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not numbers")
     p.add_argument("--out", type=Path, help="also write <kind>.json and <kind>.md into this folder")
     p.add_argument(
-        "--device", default="auto", help="kernels: cpu, cuda, cuda:N, or auto = CPU and, when present, CUDA (default)"
+        "--device",
+        default="auto",
+        help="kernels: cpu, cuda, cuda:N, or auto = CPU and, when present, CUDA (default); "
+        "extraction: one device, auto = CUDA when present, else CPU",
     )
     p.add_argument("--epochs", type=int, default=None, help="training: epochs per arm (default 10; quick: 2)")
     p.add_argument(
         "--runs-dir",
         type=Path,
         default=None,
-        help="training: keep the three run directories here (default: a temporary folder)",
+        help="training: keep the arms' run directories here (default: a temporary folder)",
     )
     p.add_argument(
         "--threads",
@@ -45,7 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="torch threads (default: torch.get_num_threads(), i.e. all cores); e.g. 1 on a shared machine",
     )
-    p.add_argument("--no-compile", action="store_true", help="kernels: skip torch.compile of the references")
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="kernels: skip torch.compile of the references; extraction: skip the compiled forms",
+    )
     return p
 
 
@@ -79,6 +93,12 @@ def _training(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _extraction(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.extraction import run_extraction_benchmark
+
+    return run_extraction_benchmark(quick=args.quick, compile=not args.no_compile, device=args.device, echo=_echo)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         import torch
@@ -88,7 +108,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _kernels(args)
     if args.what == "training":
         return _training(args)
-    kernels, training = _kernels(args), _training(args)
+    if args.what == "extraction":
+        return _extraction(args)
+    kernels, extraction, training = _kernels(args), _extraction(args), _training(args)
     strip = lambda r: {k: v for k, v in r.items() if k != "rows"}  # noqa: E731
     return {
         "kind": "all",
@@ -98,8 +120,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "hardware": kernels.get("hardware"),
         "quick": args.quick,
         "kernels": strip(kernels),
+        "extraction": strip(extraction),
         "training": strip(training),
-        "rows": kernels["rows"] + training["rows"],
+        "rows": kernels["rows"] + extraction["rows"] + training["rows"],
     }
 
 

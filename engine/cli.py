@@ -313,13 +313,17 @@ def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> N
 
 
 @main.command()
-@click.argument("what", type=click.Choice(["kernels", "training", "all"]))
+@click.argument("what", type=click.Choice(["kernels", "training", "extraction", "all"]))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--quick", is_flag=True, help="Small sizes (seconds, for smoke tests).")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write JSON and markdown here.")
+@click.option(
+    "--no-compile", is_flag=True, help="Skip torch.compile (kernels: of the references; extraction: compiled forms)."
+)
 @handle_errors
-def bench(what: str, as_json: bool, quick: bool, out: Path | None) -> None:
-    """Fused ops vs eager vs torch.compile; cached vs naive feature-extraction training."""
+def bench(what: str, as_json: bool, quick: bool, out: Path | None, no_compile: bool) -> None:
+    """Fused ops vs eager vs torch.compile; cached vs naive feature-extraction training;
+    frozen-backbone images/s eager / channels-last / bf16 / compiled."""
     repo = Path(__file__).resolve().parents[1]
     if not (repo / "benchmarks" / "run.py").is_file():
         raise TLEngineError(
@@ -330,7 +334,11 @@ def bench(what: str, as_json: bool, quick: bool, out: Path | None) -> None:
     from benchmarks.run import main as bench_main
 
     argv = (
-        [what] + (["--json"] if as_json else []) + (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
+        [what]
+        + (["--json"] if as_json else [])
+        + (["--quick"] if quick else [])
+        + (["--out", str(out)] if out else [])
+        + (["--no-compile"] if no_compile else [])
     )
     sys.exit(bench_main(argv))
 

@@ -1,13 +1,15 @@
-"""benchmarks/: the kernel and training benchmarks return the documented schema.
+"""benchmarks/: the kernel, extraction and training benchmarks return the documented schema.
 
-Quick sizes only (tiny tensors, a tiny dataset, 2 epochs): these check that the harness
-works end to end, not the numbers.
+Quick sizes only (tiny tensors, a tiny CNN, a tiny dataset, 2 epochs): these check that
+the harness works end to end, not the numbers.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +32,20 @@ KERNEL_KEYS = {
     "gbps",
     "copy_gbps",
 }
-TRAINING_KEYS = {"arm", "epochs", "seconds", "accuracy"}
+TRAINING_KEYS = {"arm", "epochs", "seconds", "accuracy", "extraction_precision", "compiled"}
+EXTRACTION_KEYS = {
+    "model",
+    "form",
+    "batch",
+    "input_size",
+    "dtype",
+    "ms_per_image",
+    "images_per_s",
+    "speedup_vs_eager_fp32",
+    "min_cosine_vs_eager_fp32",
+    "compiled",
+}
+FP32 = ["extraction.precision=fp32", "extraction.channels_last='off'", "extraction.compile='off'"]
 
 
 def _extension_available() -> bool:
@@ -81,10 +96,11 @@ def test_quick_training_benchmark_schema(tmp_path: Path) -> None:
     from benchmarks.report import to_markdown
     from benchmarks.training import run_training_benchmark
 
-    result = run_training_benchmark(epochs=2, quick=True, output_dir=tmp_path)
+    arms = ["naive", "cached-fused", "cached-fused-bf16"]  # the compiled arm: compile time, see below
+    result = run_training_benchmark(epochs=2, quick=True, output_dir=tmp_path, arms=arms)
     assert {"device", "threads", "torch", "rows"} <= result.keys()
     rows = result["rows"]
-    assert [r["arm"] for r in rows] == ["naive", "cached-torch", "cached-fused"]
+    assert [r["arm"] for r in rows] == arms
     for r in rows:
         assert TRAINING_KEYS <= r.keys()
         assert "error" not in r, r["error"]
@@ -92,10 +108,163 @@ def test_quick_training_benchmark_schema(tmp_path: Path) -> None:
         assert _positive(r["seconds"])
         assert 0.0 <= r["accuracy"] <= 1.0
         assert (Path(r["run_dir"]) / "metrics.json").is_file()
+        assert r["compiled"] is False
     assert rows[0]["speedup_vs_naive"] == 1.0
+    assert rows[0]["extraction_precision"] == rows[1]["extraction_precision"] == "fp32"
+    bf16 = rows[2]  # bf16 unless the first batch was not within tolerance of fp32 (then it says so)
+    assert bf16["extraction_precision"] == ("fp32" if bf16["fell_back_to_fp32"] else "bf16")
+    assert bf16["channels_last"] is True and 0.0 < bf16["min_cosine_to_fp32"] <= 1.0
+    assert result["targets"]["cached-fused-bf16"]["speedup_target"] == 25.0
+    assert result["targets"]["cached-fused"]["speedup_target"] == 5.0
     markdown = to_markdown(result)
-    for arm in ("naive", "cached-torch", "cached-fused"):
+    for arm in arms:
         assert arm in markdown
+
+
+def test_training_arms_spell_out_extraction() -> None:
+    """Every arm names its extraction form; the fp32 arms are today's form, the new arms bf16
+    channels-last, eager or compiled; on/off are quoted (a bare YAML on/off is a bool)."""
+    from tlengine.config import apply_overrides
+
+    from benchmarks.training import ARMS, speedup_target
+
+    assert list(ARMS) == ["naive", "cached-torch", "cached-fused", "cached-fused-bf16", "cached-fused-compiled"]
+    for arm in ("naive", "cached-torch", "cached-fused"):
+        assert ARMS[arm][-3:] == FP32, arm
+    assert "strategy.cache.enabled=false" in ARMS["naive"]
+    bf16 = ["extraction.precision=bf16", "extraction.channels_last='on'"]
+    assert ARMS["cached-fused-bf16"] == [
+        "strategy.cache.enabled=true",
+        "strategy.cache.kernels=fused",
+        *bf16,
+        "extraction.compile='off'",
+    ]
+    assert ARMS["cached-fused-compiled"] == ARMS["cached-fused-bf16"][:-1] + ["extraction.compile='on'"]
+    parsed = apply_overrides({}, ARMS["cached-fused-compiled"])["extraction"]
+    assert parsed == {"precision": "bf16", "channels_last": "on", "compile": "on"}
+    assert apply_overrides({}, ARMS["naive"])["extraction"] == {
+        "precision": "fp32",
+        "channels_last": "off",
+        "compile": "off",
+    }
+    assert speedup_target("cached-fused-bf16") == speedup_target("cached-fused-compiled") == 25.0
+    assert speedup_target("cached-torch") == speedup_target("cached-fused") == 5.0
+
+
+def test_training_row_reads_execution(tmp_path: Path) -> None:
+    """A row carries the arm's backbone precision / compiled status from metrics.json."""
+    from benchmarks.report import to_markdown
+    from benchmarks.training import _compare, _row, _targets
+
+    def metrics(seconds: float, precision: str, compiled: bool) -> dict:
+        backbone = {"precision": precision, "channels_last": compiled, "compiled": compiled}
+        if compiled:
+            backbone.update(min_cosine_to_fp32=0.9995, compile_seconds=41.2)
+        return {
+            "primary_arm": "feature-extraction",
+            "primary_metric": "accuracy",
+            "metrics": {"accuracy": 0.9},
+            "arms": {"feature-extraction": {"seconds": seconds, "epochs": 10}},
+            "cache": {"feature-extraction": {"precision": precision, "extraction_seconds": 1.0}},
+            "execution": {"feature-extraction": {"backbone": backbone, "head": {"precision": "fp32"}}},
+        }
+
+    rows = [
+        _row("naive", {"metrics": metrics(100.0, "fp32", False), "wall_seconds": 1}, 10, tmp_path),
+        _row("cached-fused-compiled", {"metrics": metrics(4.0, "bf16", True), "wall_seconds": 1}, 10, tmp_path),
+    ]
+    _compare(rows)
+    assert rows[1]["extraction_precision"] == "bf16" and rows[1]["compiled"] is True
+    assert rows[1]["compile_seconds"] == 41.2 and rows[1]["speedup_vs_naive"] == 25.0
+    assert rows[0]["extraction_precision"] == "fp32" and rows[0]["compiled"] is False
+    targets = _targets(rows, 10)
+    assert targets["cached-fused-compiled"]["speedup_met"] is True
+    result = {"kind": "training", "device": "cpu", "threads": 2, "torch": "x", "targets": targets, "rows": rows}
+    markdown = to_markdown(result)
+    assert "bf16, channels-last, compiled (41.2 s)" in markdown and ">= 25x naive: met" in markdown
+
+
+@pytest.mark.slow
+def test_quick_extraction_benchmark_cli(tmp_path: Path) -> None:
+    """`tlengine bench extraction --quick --json`: one row per (model, form), every form faster
+    than nothing, fp32 forms computing the eager fp32 features (bf16 within its tolerance)."""
+    from benchmarks.extraction import FORMS, QUICK_MODELS
+    from benchmarks.report import to_markdown
+
+    env = {**os.environ, "TLENGINE_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "tlengine", "bench", "extraction", "--quick", "--json", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert {"device", "hardware", "threads", "torch", "rows", "other_load_cores"} <= result.keys()
+    assert result["kind"] == "extraction" and result["quick"] is True and result["threads"] >= 1
+    rows = result["rows"]
+    assert [(r["model"], r["form"]) for r in rows] == [(m, f.name) for m, _ in QUICK_MODELS for f in FORMS]
+    for r in rows:
+        assert "error" not in r, r["error"]
+        assert EXTRACTION_KEYS <= r.keys(), EXTRACTION_KEYS - r.keys()
+        assert _positive(r["ms_per_image"]) and _positive(r["images_per_s"]) and _positive(r["speedup_vs_eager_fp32"])
+        assert r["compiled"] is ("compiled" in r["form"])
+        assert r["channels_last"] is (r["form"] != "eager-fp32")
+        if r["dtype"] == "fp32":
+            assert r["min_cosine_vs_eager_fp32"] >= 0.9999, r
+        else:
+            assert r["dtype"] == "bf16" and r["min_cosine_vs_eager_fp32"] >= 0.99, r
+        if r["compiled"]:
+            assert r["compile_seconds"] is not None and r["compile_cache"] in ("cold", "warm", "partial", None)
+    assert rows[0]["speedup_vs_eager_fp32"] == 1.0 and rows[0]["min_cosine_vs_eager_fp32"] == 1.0
+    markdown = to_markdown(result)
+    assert "## Extraction" in markdown
+    for f in FORMS:
+        assert f"| {f.name} |" in markdown
+    assert json.loads((tmp_path / "extraction.json").read_text())["rows"] == rows
+    assert (tmp_path / "extraction.md").read_text() == markdown
+
+
+def test_extraction_no_compile_and_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """--no-compile reaches the extraction bench; `all` runs kernels, extraction, training (stubbed)."""
+    import benchmarks.extraction
+    import benchmarks.kernels
+    import benchmarks.run
+    import benchmarks.training
+
+    seen: dict = {}
+    erow = {
+        "kind": "extraction",
+        "model": "m",
+        "form": "eager-fp32",
+        "batch": 2,
+        "input_size": 8,
+        "dtype": "fp32",
+        "ms_per_image": 1.0,
+        "images_per_s": 1000.0,
+        "speedup_vs_eager_fp32": 1.0,
+        "min_cosine_vs_eager_fp32": 1.0,
+        "compiled": False,
+    }
+
+    def fake_extraction(**kw: object) -> dict:
+        seen.update(kw)
+        return {"kind": "extraction", "device": "cpu", "threads": 2, "torch": "x", "rows": [erow]}
+
+    monkeypatch.setattr(benchmarks.extraction, "run_extraction_benchmark", fake_extraction)
+    assert benchmarks.run.main(["extraction", "--no-compile", "--quick"]) == 0
+    assert seen["compile"] is False and seen["quick"] is True
+    assert "| m | eager-fp32 |" in capsys.readouterr().out
+    canned = {"kind": "kernels", "device": "cpu", "threads": 2, "torch": "x", "rows": []}
+    monkeypatch.setattr(benchmarks.kernels, "run_kernel_benchmarks", lambda **kw: canned)
+    trow = {"kind": "training", "arm": "naive", "epochs": 1, "seconds": 1.0, "accuracy": 0.5}
+    monkeypatch.setattr(
+        benchmarks.training,
+        "run_training_benchmark",
+        lambda **kw: {"kind": "training", "device": "cpu", "threads": 2, "torch": "x", "rows": [trow]},
+    )
+    assert benchmarks.run.main(["all", "--json", "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["kind"] == "all" and printed["rows"] == [erow, trow]
+    assert {"kernels", "extraction", "training"} <= printed.keys()
 
 
 def test_run_main_json_and_files(
