@@ -1,21 +1,43 @@
-"""End-to-end benchmark: feature-extraction training naive vs cached (pure-PyTorch ops)
-vs cached (fused ops), through the real CLI.
+"""End-to-end benchmark: feature-extraction training naive vs cached, and the cached arm's
+backbone in fp32 / bf16 / compiled, through the real CLI.
 
-One pipeline (``benchmarks/pipelines/fe_bench.yaml``) is run three times as a user would,
+One pipeline (``benchmarks/pipelines/fe_bench.yaml``) is run once per arm as a user would,
 ``python -m tlengine run PIPELINE OVERRIDES --output DIR``, each arm in its own process (so
-no arm inherits another's warm page cache, loaded weights or compiled kernels):
+no arm inherits another's warm page cache, loaded weights or compiled kernels; inductor's
+on-disk cache is the user's, so a compiled arm may load code an earlier run compiled: its
+``compile_seconds`` tell). Every arm spells out its ``extraction`` settings, so the
+comparison does not drift when the defaults (``auto``) change:
 
-=============  ================================  ========================================
-arm            override                          what runs every epoch
-=============  ================================  ========================================
-naive          ``strategy.cache.enabled=false``  frozen backbone forward + head
-cached-torch   ``strategy.cache.kernels=torch``  head only, features from the cache
-cached-fused   ``strategy.cache.kernels=fused``  head only, cache built/read by fused ops
-=============  ================================  ========================================
+=====================  ====================================  =========================================
+arm                    overrides                             what runs every epoch
+=====================  ====================================  =========================================
+naive                  ``strategy.cache.enabled=false``      frozen backbone forward (fp32) + head
+                       + FP32
+cached-torch           ``strategy.cache.kernels=torch``      head only, features from the cache
+                       + FP32                                (pure-PyTorch ops, fp32 backbone)
+cached-fused           ``strategy.cache.kernels=fused``      head only, cache built/read by fused ops
+                       + FP32                                (fp32 backbone)
+cached-fused-bf16      ``strategy.cache.kernels=fused``      as cached-fused; the cache is built by the
+                       + BF16 + ``extraction.compile=off``   backbone in bf16 autocast, channels-last
+cached-fused-compiled  ``strategy.cache.kernels=fused``      as cached-fused-bf16, the backbone
+                       + BF16 + ``extraction.compile=on``    ``torch.compile``d
+=====================  ====================================  =========================================
+
+FP32 = ``extraction.precision=fp32 extraction.channels_last=off extraction.compile=off``
+(the form every arm ran in before the execution plan existed); BF16 =
+``extraction.precision=bf16 extraction.channels_last=on``.
 
 ``seconds`` is the arm's own time from ``metrics.json`` (``arms[<arm>].seconds``: for a
 cached arm it includes building the cache); ``wall_seconds`` adds process start-up, model
 and data preparation. ``accuracy`` is the test accuracy of the final model.
+``extraction_precision`` / ``compiled`` / ``min_cosine_to_fp32`` / ``compile_seconds``
+are what the run's execution plan reports for its frozen backbone (``metrics.json``:
+``execution[<arm>]``, and ``cache[<arm>].precision``).
+
+Targets (reported, not asserted): every cached arm >= ``TARGET_SPEEDUP_FP32`` x naive, the
+bf16 and compiled arms >= ``TARGET_SPEEDUP`` x naive (issue #8: cached feature-extraction
+training >= 25x the naive fp32 loop at 10 epochs), each with test accuracy within
+``TARGET_ACCURACY_POINTS`` of naive.
 """
 
 from __future__ import annotations
@@ -36,10 +58,28 @@ from benchmarks.machine import OtherLoad
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "fe_bench.yaml"
 REPO = Path(__file__).resolve().parents[1]
 
+# on/off quoted: an override value is YAML, and YAML 1.1 reads a bare on/off as true/false
+#: today's form, spelled out: fp32, NCHW, eager
+FP32 = ["extraction.precision=fp32", "extraction.channels_last='off'", "extraction.compile='off'"]
+#: the fast form on this machine class: bf16 autocast, channels-last
+BF16 = ["extraction.precision=bf16", "extraction.channels_last='on'"]
+
 ARMS: dict[str, list[str]] = {
-    "naive": ["strategy.cache.enabled=false"],
-    "cached-torch": ["strategy.cache.enabled=true", "strategy.cache.kernels=torch"],
-    "cached-fused": ["strategy.cache.enabled=true", "strategy.cache.kernels=fused"],
+    "naive": ["strategy.cache.enabled=false", *FP32],
+    "cached-torch": ["strategy.cache.enabled=true", "strategy.cache.kernels=torch", *FP32],
+    "cached-fused": ["strategy.cache.enabled=true", "strategy.cache.kernels=fused", *FP32],
+    "cached-fused-bf16": [
+        "strategy.cache.enabled=true",
+        "strategy.cache.kernels=fused",
+        *BF16,
+        "extraction.compile='off'",
+    ],
+    "cached-fused-compiled": [
+        "strategy.cache.enabled=true",
+        "strategy.cache.kernels=fused",
+        *BF16,
+        "extraction.compile='on'",
+    ],
 }
 
 #: quick mode (tests, CI): the same pipeline on a tiny dataset at 64 px
@@ -52,7 +92,10 @@ QUICK_OVERRIDES = [
     "data.test_fraction=0.3",
 ]
 
-TARGET_SPEEDUP = 5.0  # cached vs naive over 10 epochs
+TARGET_SPEEDUP = 25.0  # issue #8: the bf16 / compiled cached arms vs the naive fp32 loop, 10 epochs
+TARGET_SPEEDUP_FP32 = 5.0  # the fp32 cached arms (cached-torch, cached-fused) vs naive, 10 epochs
+#: arms held to TARGET_SPEEDUP; the other cached arms to TARGET_SPEEDUP_FP32
+FAST_ARMS = ("cached-fused-bf16", "cached-fused-compiled")
 TARGET_ACCURACY_POINTS = 1.0
 
 
@@ -123,7 +166,33 @@ def _row(arm: str, outcome: dict[str, Any], epochs: int, run_dir: Path) -> dict[
         row["note"] = "metrics.json has no cache section: this run did not use the feature cache"
     if isinstance(cache, dict) and "extraction_seconds" in cache:
         row["extraction_seconds"] = cache["extraction_seconds"]
+    execution = m.get("execution") or {}
+    if isinstance(execution, dict) and isinstance(execution.get(name), dict):  # execution per arm name
+        execution = execution[name]
+    row["execution"] = execution or None
+    row.update(_execution_summary(execution, cache))
     return row
+
+
+def _execution_summary(execution: Any, cache: Any) -> dict[str, Any]:
+    """The frozen backbone's form as the run reports it: precision, channels-last, compiled."""
+    parts = execution if isinstance(execution, dict) else {}
+    part = parts.get("backbone")
+    if not isinstance(part, dict):  # another task's model: its first part with a check or compile
+        part = next(
+            (p for p in parts.values() if isinstance(p, dict) and ("min_cosine_to_fp32" in p or p.get("compiled"))),
+            None,
+        )
+    part = part or {}
+    precision = cache.get("precision") if isinstance(cache, dict) else None
+    return {
+        "extraction_precision": precision or part.get("precision"),
+        "channels_last": part.get("channels_last"),
+        "compiled": part.get("compiled"),
+        "compile_seconds": part.get("compile_seconds"),
+        "min_cosine_to_fp32": part.get("min_cosine_to_fp32"),
+        "fell_back_to_fp32": part.get("fell_back_to_fp32", False) if part else None,
+    }
 
 
 def run_training_benchmark(
@@ -138,9 +207,10 @@ def run_training_benchmark(
     threads: int | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the feature-extraction pipeline naive / cached-torch / cached-fused; one row per arm.
+    """Run the feature-extraction pipeline once per arm (default: every arm of :data:`ARMS`);
+    one row per arm.
 
-    output_dir: where the three run directories go (default: a temporary folder, removed
+    output_dir: where the run directories go (default: a temporary folder, removed
     afterwards). quick: tiny dataset and 64 px images, for tests (pass epochs=2). threads:
     OMP_NUM_THREADS of the runs (default: torch's own choice, all cores).
     """
@@ -178,7 +248,8 @@ def run_training_benchmark(
                     + (
                         f"error: {row['error']}"
                         if "error" in row
-                        else f"{row['seconds']} s, accuracy {row['accuracy']}"
+                        else f"{row['seconds']} s, accuracy {row['accuracy']}, backbone "
+                        f"{row.get('extraction_precision')}{' compiled' if row.get('compiled') else ''}"
                     )
                 )
     finally:
@@ -217,16 +288,23 @@ def _compare(rows: list[dict[str, Any]]) -> None:
             r["accuracy_delta_points"] = None
 
 
+def speedup_target(arm: str) -> float:
+    """The speed-up over naive an arm is held to (see the module docstring)."""
+    return TARGET_SPEEDUP if arm in FAST_ARMS else TARGET_SPEEDUP_FP32
+
+
 def _targets(rows: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
-    """Reported, not asserted: cached >= 5x faster than naive over 10 epochs, accuracy within 1 point."""
+    """Reported, not asserted: the bf16 / compiled cached arms >= 25x naive over 10 epochs, the
+    fp32 cached arms >= 5x, each with accuracy within 1 point of naive."""
     out = {}
     for r in rows:
         if r["arm"] == "naive":
             continue
         s, d = r.get("speedup_vs_naive"), r.get("accuracy_delta_points")
+        target = speedup_target(r["arm"])
         out[r["arm"]] = {
-            "speedup_target": TARGET_SPEEDUP,
-            "speedup_met": (s >= TARGET_SPEEDUP) if s is not None else None,
+            "speedup_target": target,
+            "speedup_met": (s >= target) if s is not None else None,
             "accuracy_points_target": TARGET_ACCURACY_POINTS,
             "accuracy_met": (abs(d) <= TARGET_ACCURACY_POINTS) if d is not None else None,
             "comparable": epochs == 10,
