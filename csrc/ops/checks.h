@@ -3,9 +3,10 @@
 // surfaces in Python as ValueError, TORCH_CHECK_INDEX as IndexError. Host code only.
 //
 // Each op has one check_<op>_args that validates everything knowable from metadata; the
-// device-specific parts (reading the row indices / crop offsets, which lives in host memory
-// on CPU and needs a synchronisation on CUDA) stay in the kernels and report through
-// check_rows_bounds.
+// device-specific parts (reading the row indices / crop offsets) stay in the kernels. On CPU
+// the row indices are in host memory and are checked here (check_rows_range: IndexError). The
+// CUDA kernels of pool_quantize_scatter and gather_dequantize check them on the device
+// instead (a device-side assertion, no host synchronisation: see ../pool_quantize_scatter.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -137,6 +138,11 @@ inline PoolShape check_pool_quantize_scatter_args(const at::Tensor& features, co
   TORCH_CHECK_VALUE(s.n == rows.size(0), s.n, " feature rows but ", rows.size(0), " row indices");
   TORCH_CHECK_VALUE(cache.stride(1) == 1 || s.row_len <= 1,
                     "cache rows must be contiguous (the cache is written in place), got strides ", cache.strides());
+  // Rows may be strided (a row slice of a bigger cache) but must not share memory (an
+  // expanded cache): rows written in parallel would race.
+  TORCH_CHECK_VALUE(cache.stride(0) >= s.row_len || cache.size(0) <= 1,
+                    "cache rows must not overlap (row stride >= row length), got strides ", cache.strides(),
+                    " for rows of ", s.row_len);
   TORCH_CHECK_VALUE(scales.device() == cache.device(), "scales are on ", scales.device(), " but the cache is on ",
                     cache.device());
   return s;

@@ -65,14 +65,23 @@ TLE_HOST_DEVICE float l2_norm_clamped(double sum_squares) {
   return norm < kL2Eps ? kL2Eps : norm;
 }
 
-// int8 per-row scale from the row's max |value|: max/127, or 1 for an all-zero row.
+// int8 per-row scale from the row's max |value| (NaN if the row has a NaN: the max propagates
+// it, as torch.amax does): max/127, or 1 where that is 0 (an all-zero row, or one whose
+// largest value is so small that max/127 underflows to 0; its codes are then all 0). A NaN
+// max gives a NaN scale and an infinite max an infinite one: quantize_int8 then codes the
+// whole row 0, and it dequantises to NaN everywhere (0 * NaN, 0 * inf) instead of to finite
+// numbers that hide the bad input.
 TLE_HOST_DEVICE float int8_scale(float abs_max) {
-  return abs_max > 0.0f ? abs_max / kInt8Max : 1.0f;
+  const float scale = abs_max / kInt8Max;
+  return scale == 0.0f ? 1.0f : scale;
 }
 
-// round-half-to-even(v / scale) clamped to [-127, 127], as torch.round does.
+// round-half-to-even(v / scale) clamped to [-127, 127], as torch.round does; 0 where v / scale
+// is NaN (a NaN value, a NaN scale, or inf / inf). Converting a NaN float to an integer is
+// undefined behaviour in C++ (and differs between x86, ARM and the GPU), so it never happens.
 TLE_HOST_DEVICE int8_t quantize_int8(float v, float scale) {
   float q = nearbyintf(v / scale);  // default rounding mode: to nearest, ties to even
+  if (q != q) return 0;
   q = q > kInt8Max ? kInt8Max : (q < -kInt8Max ? -kInt8Max : q);
   return static_cast<int8_t>(q);
 }

@@ -65,7 +65,12 @@ def pool_quantize_scatter(
 ) -> None:
     """Pool ``features`` (``[N,C,H,W]`` or ``[N,T,D]``; ``pooling`` avg / max / cls / none),
     optionally L2-normalise, cast or int8-quantise, and write ``cache[rows[n]]`` (``[R, D_row]``)
-    and ``scales[rows[n]]`` (float32 ``[R]``) in place; a repeated row keeps its last occurrence."""
+    and ``scales[rows[n]]`` (float32 ``[R]``) in place; a repeated row keeps its last occurrence.
+
+    ``cache`` rows must be contiguous and may be strided (a row slice), not overlapping. An
+    out-of-range row raises IndexError before anything is written, except in the CUDA kernel,
+    which checks on the device so as not to block: there it fails a device-side assertion
+    (a RuntimeError at the next synchronising call; see csrc/ops/pool_quantize_scatter.h)."""
     if _use_extension("pool_quantize_scatter", features, cache, scales, rows):
         torch.ops.tlengine.pool_quantize_scatter(features, cache, scales, rows, pooling, bool(l2_normalize))
         return
@@ -75,7 +80,10 @@ def pool_quantize_scatter(
 def gather_dequantize(
     cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """``cache[rows]`` (``* scales[rows]`` for int8) as ``dtype`` ``[B, D_row]``; rows int64 ``[B]``."""
+    """``cache[rows]`` (``* scales[rows]`` for int8) as ``dtype`` ``[B, D_row]``; rows int64 ``[B]``.
+
+    Out-of-range rows raise IndexError, except in the CUDA kernel, which checks them on the
+    device without blocking and fails a device-side assertion instead (csrc/ops/gather_dequantize.h)."""
     if _use_extension("gather_dequantize", cache, scales, rows):
         return torch.ops.tlengine.gather_dequantize(cache, scales, rows, dtype)
     return reference.gather_dequantize(cache, scales, rows, dtype)

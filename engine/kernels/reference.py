@@ -108,13 +108,19 @@ def pooled_row_len(shape: Sequence[int], pooling: str) -> int:
 def quantize_rows(rows: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 ``[N,D]`` -> (stored ``[N,D]`` in ``dtype``, float32 scales ``[N]``).
 
-    int8: ``scale = max|row| / 127`` (1.0 for an all-zero row), ``q = round_half_even(row /
-    scale)`` clamped to [-127, 127]. Float dtypes: a plain cast, scale 1.0.
+    int8: ``scale = max|row| / 127``, or 1.0 where that is 0 (an all-zero row, or one so small
+    that max/127 underflows); ``q = round_half_even(row / scale)`` clamped to [-127, 127].
+    Non-finite rows: a NaN anywhere makes ``max|row|`` and so the scale NaN, an infinity makes
+    it infinite; ``q`` is 0 wherever ``row / scale`` is NaN, so such a row is stored as all
+    zeros with a NaN / inf scale and reads back as NaN everywhere, never as finite numbers.
+    Float dtypes: a plain cast (NaN stays NaN), scale 1.0.
     """
     if dtype == torch.int8:
         amax = rows.abs().amax(1) if rows.shape[1] else rows.new_zeros(rows.shape[0])
-        scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-        q = torch.round(rows / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        scale = amax / 127.0
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        q = torch.round(rows / scale[:, None]).clamp_(-127, 127)
+        q = torch.where(q.isnan(), torch.zeros_like(q), q).to(torch.int8)  # never NaN -> int8
         return q, scale
     return rows.to(dtype), torch.ones(rows.shape[0], dtype=torch.float32, device=rows.device)
 
@@ -196,6 +202,11 @@ def check_scatter_args(
         )
     if scales.dtype != torch.float32 or scales.shape != (cache.shape[0],):
         raise ValueError(f"scales must be float32 [{cache.shape[0]}], got {scales.dtype} {list(scales.shape)}")
+    if cache.shape[0] > 1 and cache.stride(0) < row_len:  # rows may be strided, not shared (expanded)
+        raise ValueError(
+            f"cache rows must not overlap (row stride >= row length), got strides {list(cache.stride())} "
+            f"for rows of {row_len}"
+        )
     if rows.dim() == 1 and num_values != rows.shape[0]:  # other ranks: _check_rows_meta says so
         raise ValueError(f"{num_values} feature rows but {rows.shape[0]} row indices")
     if device != cache.device:

@@ -8,7 +8,8 @@ so it is checked to an ulp bound.
 
 The extension must build here (a compiler is required): these tests fail rather than skip
 when it does not. CUDA tests (marker ``cuda``) need a GPU; the slow CUDA *compile* test
-needs only nvcc.
+needs only nvcc. The CUDA tests of pool_quantize_scatter and gather_dequantize are in
+test_kernels_cuda.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tlengine.kernels as K
 import torch
 from tlengine.kernels import build
 from tlengine.kernels import reference as R
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 OPS = torch.ops.tlengine
 CUDA = torch.cuda.is_available()
@@ -46,36 +48,66 @@ def exact_tokens(n: int, t: int, d: int, gen: torch.Generator) -> torch.Tensor:
     return k.float() / 8
 
 
+def arrange(tokens: torch.Tensor, layout: str, hw: tuple[int, int] | None, dtype: torch.dtype, device="cpu"):
+    """float32 tokens [N, T, D] -> features in one of the memory layouts the kernels handle
+    differently, as ``dtype`` on ``device``. The views are made on ``device`` itself (moving a
+    strided tensor to a GPU would make it contiguous and test the contiguous path again).
+
+    4-D layouts ([N, C, H, W] with C = D and ``hw`` = (H, W), H*W = T): "nchw", "channels_last",
+    "nchw_strided" (every other channel of a wider map: neither layout). 3-D ([N, T, D]): "ntd",
+    "ntd_transposed" ([N, D, T] memory viewed as [N, T, D]: channel-major), "ntd_strided" (a
+    column slice: neither layout).
+    """
+    x = tokens.to(device=device, dtype=dtype)
+    n, t, d = x.shape
+    if layout in ("nchw", "channels_last", "nchw_strided"):
+        assert hw is not None and hw[0] * hw[1] == t
+        out = x.transpose(1, 2).reshape(n, d, *hw).contiguous()
+        if layout == "channels_last":
+            out = out.contiguous(memory_format=torch.channels_last)
+        elif layout == "nchw_strided":
+            wide = torch.zeros(n, 2 * d, *hw, dtype=dtype, device=device)
+            wide[:, ::2] = out
+            out = wide[:, ::2]
+    elif layout == "ntd":
+        out = x
+    elif layout == "ntd_transposed":
+        out = x.transpose(1, 2).contiguous().transpose(1, 2)
+    else:
+        assert layout == "ntd_strided", layout
+        wide = torch.zeros(n, t, d + 3, dtype=dtype, device=device)
+        wide[:, :, 1 : d + 1] = x
+        out = wide[:, :, 1 : d + 1]
+    assert out.device == x.device
+    if layout not in ("nchw", "ntd") and n > 1 and t > 1 and d > 1:
+        assert not out.is_contiguous(), layout  # really the strided path
+    return out
+
+
 def make_features(
-    layout: str, n: int, a: int, b: int, c: int | None, dtype: torch.dtype, gen: torch.Generator
+    layout: str,
+    n: int,
+    a: int,
+    b: int,
+    c: int | None,
+    dtype: torch.dtype,
+    gen: torch.Generator,
+    device="cpu",
 ) -> torch.Tensor:
-    """Features in one of the memory layouts the kernels handle differently.
+    """Exact-valued features (exact_tokens) in ``layout`` (see arrange), built on ``device``.
 
     4-D layouts: shape [n, a, b, c] (N, C, H, W); 3-D: [n, a, b] (N, T, D).
     """
-    if layout in ("nchw", "channels_last", "nchw_strided"):
-        tokens = exact_tokens(n, b * c, a, gen)  # [N, HW, C]
-        x = tokens.transpose(1, 2).reshape(n, a, b, c).to(dtype).contiguous()
-        if layout == "channels_last":
-            x = x.contiguous(memory_format=torch.channels_last)
-        elif layout == "nchw_strided":  # every other channel of a wider map: neither layout
-            wide = torch.zeros(n, 2 * a, b, c, dtype=dtype)
-            wide[:, ::2] = x
-            x = wide[:, ::2]
-        return x
-    tokens = exact_tokens(n, a, b, gen).to(dtype)  # [N, T, D]
-    if layout == "ntd":
-        return tokens
-    if layout == "ntd_transposed":  # [N, D, T] memory viewed as [N, T, D]: channel-major
-        return tokens.transpose(1, 2).contiguous().transpose(1, 2)
-    wide = torch.zeros(n, a, b + 3, dtype=dtype)  # a column slice: neither layout
-    wide[:, :, 1 : b + 1] = tokens
-    return wide[:, :, 1 : b + 1]
+    if c is not None:
+        return arrange(exact_tokens(n, b * c, a, gen), layout, (b, c), dtype, device)
+    return arrange(exact_tokens(n, a, b, gen), layout, None, dtype, device)
 
 
-def features_of(layout: str, size: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+def features_of(
+    layout: str, size: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator, device="cpu"
+) -> torch.Tensor:
     """make_features for a size (N, C, H, W) or (N, T, D)."""
-    return make_features(layout, *size, *(() if len(size) == 4 else (None,)), dtype, gen)
+    return make_features(layout, *size, *(() if len(size) == 4 else (None,)), dtype, gen, device)
 
 
 def row_len(features: torch.Tensor, pooling: str) -> int:
@@ -225,6 +257,125 @@ def test_pool_quantize_scatter_row_slice_cache_and_front():
     R.pool_quantize_scatter(features, want, want_s, torch.tensor([1, 3, 1, 9]), "avg", True)
     assert torch.equal(cache, want) and torch.equal(scales, want_s)
     assert torch.equal(big[1::2], torch.zeros(10, 5))
+
+
+@pytest.mark.parametrize("pooling", R.POOLINGS)
+@pytest.mark.parametrize("cache_dtype", R.CACHE_DTYPES, ids=str)
+def test_pool_quantize_scatter_row_strided_cache(cache_dtype, pooling):
+    """Every other row of a wider table (row stride > row length, base not at the table's
+    start): written in place, nothing else in the table touched."""
+    gen = torch.Generator().manual_seed(14)
+    features = make_features("ntd_transposed", 5, 4, 6, None, torch.float32, gen)
+    d = row_len(features, pooling)
+    table = torch.full((16, d + 3), 7).to(cache_dtype)
+    cache = table[1::2, 2 : d + 2]  # rows 2 * (d + 3) apart, starting 1 row + 2 values in
+    scales = torch.full((16,), 5.0)[::2]
+    rows = torch.tensor([6, 0, 3, 0, 7])
+    assert not cache.is_contiguous() and cache.stride(1) == 1 and cache.stride(0) > d
+    want, want_s = cache.clone(), scales.clone()
+    R.pool_quantize_scatter(features, want, want_s, rows, pooling, True)
+    before = table.clone()
+    OPS.pool_quantize_scatter(features, cache, scales, rows, pooling, True)
+    assert torch.equal(cache, want) and torch.equal(scales, want_s)
+    untouched = torch.ones_like(table, dtype=torch.bool)
+    untouched[1::2, 2 : d + 2] = False
+    assert torch.equal(table[untouched], before[untouched])
+
+
+def test_pool_quantize_scatter_rejects_overlapping_cache_rows():
+    """An expanded cache (rows sharing memory) would race: the ops, the front, the reference
+    and the fake all refuse it with the same ValueError."""
+    cache = torch.zeros(1, 4).expand(5, 4)
+    args = _scatter_args(cache=cache)
+    raises_like_reference(ValueError, K.pool_quantize_scatter, R.pool_quantize_scatter, *args)
+    with pytest.raises(ValueError, match="overlap"):
+        OPS.pool_quantize_scatter(*args)
+    with FakeTensorMode() as mode:  # the fake impl, as torch.compile traces it
+        fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        assert fake[1].stride() == (0, 1)
+        with pytest.raises(ValueError, match="overlap"):
+            OPS.pool_quantize_scatter(*fake)
+
+
+def special_tokens() -> torch.Tensor:
+    """[6, T=5, D=7] float32: one ordinary sample, then an all-zero one, one with a NaN, one
+    with +inf, one with a channel of -inf, and one so small that max/127 underflows to 0. The
+    NaN and infs sit in token 0 so every pooling (cls included) sees them."""
+    gen = torch.Generator().manual_seed(15)
+    x = exact_tokens(6, 5, 7, gen)
+    x[1] = 0.0
+    x[2, 0, 3] = float("nan")
+    x[3, 0, 6] = float("inf")
+    x[4, :, 0] = float("-inf")
+    x[5] = 1e-44  # subnormal: 1e-44 / 127 == 0 in float32
+    return x
+
+
+def special_features(layout: str) -> torch.Tensor:
+    return arrange(special_tokens(), layout, (5, 1) if layout in LAYOUTS_4D else None, torch.float32)
+
+
+def assert_same_nan(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    assert got.dtype == want.dtype, what
+    if got.is_floating_point():
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True, msg=what)
+    else:
+        assert torch.equal(got, want), what
+
+
+@pytest.mark.parametrize("layout", ["nchw", "ntd", "ntd_transposed"])
+@pytest.mark.parametrize("cache_dtype", R.CACHE_DTYPES, ids=str)
+def test_pool_quantize_scatter_nan_inf_zero_rows(layout, cache_dtype):
+    """NaN, inf, all-zero and underflowing rows: the kernel matches the reference bit for bit
+    (NaN positions included), which defines them (reference.quantize_rows)."""
+    features = special_features(layout)
+    rows = torch.arange(6)
+    for pooling in R.POOLINGS:
+        if pooling == "cls" and features.dim() == 4:
+            continue
+        for l2 in (False, True):
+            d = row_len(features, pooling)
+            got, got_s = torch.full((6, d), 3).to(cache_dtype), torch.full((6,), 2.0)
+            want, want_s = got.clone(), got_s.clone()
+            OPS.pool_quantize_scatter(features, got, got_s, rows, pooling, l2)
+            R.pool_quantize_scatter(features, want, want_s, rows, pooling, l2)
+            case = f"{layout} {pooling} l2={l2}"
+            assert_same_nan(got, want, "cache: " + case)
+            assert_same_nan(got_s, want_s, "scales: " + case)
+
+
+def test_int8_rows_with_nan_inf_or_zeros_are_defined():
+    """The int8 semantics, spelled out: an all-zero or underflowing row has scale 1 and codes
+    0; a row with a NaN has a NaN scale, one with an inf an inf scale, both with codes 0, and
+    both read back as NaN everywhere (never as finite numbers). Float caches keep NaN / inf."""
+    features = special_features("ntd")
+    for pooling in ("none", "cls", "max"):
+        d = row_len(features, pooling)
+        for impl in (OPS.pool_quantize_scatter, R.pool_quantize_scatter):
+            cache, scales = torch.full((6, d), 9, dtype=torch.int8), torch.zeros(6)
+            impl(features, cache, scales, torch.arange(6), pooling, False)
+            assert cache[0].abs().max() == 127 and scales[0] > 0
+            assert not cache[1:].any(), pooling  # every code 0
+            assert scales[1] == 1 and scales[5] == 1
+            assert scales[2].isnan() and scales[3] == float("inf") and scales[4] == float("inf")
+            out = OPS.gather_dequantize(cache, scales, torch.arange(6), torch.float32)
+            assert out[2:5].isnan().all() and torch.equal(out[[1, 5]], torch.zeros(2, d))
+            want = R.gather_dequantize(cache, scales, torch.arange(6))
+            torch.testing.assert_close(out, want, rtol=0, atol=0, equal_nan=True)
+        floats, fscales = torch.zeros(6, d), torch.zeros(6)
+        OPS.pool_quantize_scatter(features, floats, fscales, torch.arange(6), pooling, False)
+        assert floats[2].isnan().any() and floats[3].isposinf().any() and floats[4].isneginf().any()
+        assert torch.equal(fscales, torch.ones(6))
+
+
+def test_reference_quantize_rows_special_values():
+    rows = torch.tensor(
+        [[0.0, 0.0, 0.0], [1e-44, -1e-44, 0.0], [float("nan"), 1.0, 2.0], [float("inf"), -1.0, 0.0], [-2.0, 1.0, 0.5]]
+    )
+    q, scale = R.quantize_rows(rows, torch.int8)
+    assert q.tolist() == [[0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [-127, 64, 32]]
+    assert scale[:2].tolist() == [1.0, 1.0] and scale[2].isnan() and scale[3].isposinf()
+    assert scale[4] == torch.tensor(2.0) / 127
 
 
 # ------------------------------------------------------------------ gather_dequantize
@@ -586,44 +737,8 @@ def test_cuda_sources_compile(tmp_path):
 
 
 # ------------------------------------------------------------------ CUDA parity (needs a GPU)
+# pool_quantize_scatter and gather_dequantize on CUDA: tests/core/test_kernels_cuda.py.
 cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-
-
-@pytest.mark.cuda
-@cuda
-@pytest.mark.parametrize("cache_dtype", R.CACHE_DTYPES, ids=str)
-@pytest.mark.parametrize("layout", LAYOUTS_4D + LAYOUTS_3D)
-def test_cuda_pool_quantize_scatter_matches_reference(layout, cache_dtype):
-    gen = torch.Generator().manual_seed(10)
-    sizes = SIZES_4D if layout in LAYOUTS_4D else SIZES_3D
-    for size in sizes + ([(3, 70, 7, 7)] if layout in LAYOUTS_4D else [(3, 197, 40)]):
-        features = features_of(layout, size, torch.float32, gen)
-        for pooling in R.POOLINGS:
-            if pooling == "cls" and features.dim() == 4:
-                continue
-            for l2 in (False, True):
-                got, got_s, want, want_s = run_scatter(features, cache_dtype, pooling, l2, 11, gen, device="cuda")
-                case = f"{layout} {list(features.shape)} {pooling} l2={l2}"
-                assert torch.equal(got, want) and torch.equal(got_s, want_s), case
-
-
-@pytest.mark.cuda
-@cuda
-@pytest.mark.parametrize("out_dtype", FLOAT_DTYPES, ids=str)
-@pytest.mark.parametrize("cache_dtype", R.CACHE_DTYPES, ids=str)
-def test_cuda_gather_dequantize_matches_reference(cache_dtype, out_dtype):
-    gen = torch.Generator().manual_seed(11)
-    for num_rows, dim, batch in [(50, 13, 7), (9, 1, 3), (300, 2048, 256), (4, 8, 0)]:
-        cache = (
-            torch.randint(-127, 128, (num_rows, dim), generator=gen, dtype=torch.int8)
-            if cache_dtype == torch.int8
-            else (torch.randn(num_rows, dim, generator=gen) * 100).to(cache_dtype)
-        )
-        scales = torch.rand(num_rows, generator=gen) / 7
-        rows = torch.randint(0, num_rows, (batch,), generator=gen)
-        want = R.gather_dequantize(cache, scales, rows, out_dtype)
-        got = OPS.gather_dequantize(cache.cuda(), scales.cuda(), rows.cuda(), out_dtype)
-        assert got.device.type == "cuda" and torch.equal(got.cpu(), want)
 
 
 @pytest.mark.cuda
@@ -642,17 +757,3 @@ def test_cuda_normalize_images_matches_reference(channels, out_dtype):
         want = R.normalize_images(images, offsets, mirror, oh, ow, mean, std, out_dtype)
         got = OPS.normalize_images(images.cuda(), offsets.cuda(), mirror.cuda(), oh, ow, mean, std, out_dtype)
         assert_normalize_close(got.cpu(), want, std, mean)
-
-
-@pytest.mark.cuda
-@cuda
-def test_cuda_errors():
-    cache, scales = torch.zeros(5, 4, device="cuda"), torch.ones(5, device="cuda")
-    with pytest.raises(IndexError):
-        K.gather_dequantize(cache, scales, torch.tensor([5], device="cuda"))
-    with pytest.raises(ValueError):
-        K.gather_dequantize(cache, scales, torch.tensor([1]))  # rows on the CPU
-    with pytest.raises(IndexError):
-        K.pool_quantize_scatter(
-            torch.randn(1, 4, 2, 2, device="cuda"), cache, scales, torch.tensor([-1], device="cuda"), "avg", False
-        )

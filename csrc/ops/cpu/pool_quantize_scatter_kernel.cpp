@@ -335,15 +335,20 @@ float store_cast(const float* vals, int64_t n, void* dst) {
   return 1.0f;
 }
 
+// The row's max |value| propagates NaN (as torch.amax, and the CUDA kernel's NanMax): the
+// vectorised max below drops NaNs, so they are counted separately. A NaN row then gets a NaN
+// scale and all-zero codes (common.h: int8_scale, quantize_int8).
 float store_int8(const float* __restrict__ vals, int64_t n, void* dst_) {
   auto* __restrict__ dst = static_cast<int8_t*>(dst_);
   float amax = 0.0f;
-#pragma omp simd reduction(max : amax)
+  int nans = 0;
+#pragma omp simd reduction(max : amax) reduction(+ : nans)
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(vals[i]);
     amax = a > amax ? a : amax;
+    nans += a != a;
   }
-  const float scale = int8_scale(amax);
+  const float scale = int8_scale(nans ? NAN : amax);
   for (int64_t i = 0; i < n; ++i) dst[i] = quantize_int8(vals[i], scale);
   return scale;
 }

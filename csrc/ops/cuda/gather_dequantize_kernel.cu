@@ -5,11 +5,15 @@
 // Grid-stride loop over B*D_row, one thread per group of kVec consecutive columns. When the
 // cache rows are contiguous, D_row % kVec == 0 and both base pointers are aligned, a group
 // is one aligned vector load and one aligned vector store; otherwise kVec = 1 (scalar,
-// any cache strides). rows are bounds-checked on the device (min/max) before the launch.
+// any cache strides).
+//
+// Row indices are bounds-checked on the device, by the thread that reads the row
+// (row_in_range, dispatch.cuh): nothing is copied to the host, so a call never blocks and can
+// be captured in a CUDA graph. An out-of-range row is never read; it fails a device-side
+// assertion (../gather_dequantize.h).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/stack.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -49,7 +53,7 @@ template <typename cache_t, typename out_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
 gather_dequantize_kernel(const cache_t* __restrict__ cache, int64_t cache_s0, int64_t cache_s1,
                          const float* __restrict__ scales, int64_t scales_s0, const int64_t* __restrict__ rows,
-                         out_t* __restrict__ out, int64_t batch, int64_t dim) {
+                         int64_t num_rows, out_t* __restrict__ out, int64_t batch, int64_t dim) {
   const int64_t groups_per_row = dim / VEC;
   const int64_t total = batch * groups_per_row;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -57,6 +61,7 @@ gather_dequantize_kernel(const cache_t* __restrict__ cache, int64_t cache_s0, in
     const int64_t b = g / groups_per_row;
     const int64_t j = (g - b * groups_per_row) * VEC;
     const int64_t row = rows[b];
+    if (!row_in_range(row, num_rows)) continue;  // never read outside the cache
     float scale = 1.0f;
     if constexpr (std::is_same_v<cache_t, int8_t>) scale = scales[row * scales_s0];
     out_t* dst = out + b * dim + j;
@@ -88,11 +93,11 @@ void launch_gather(const at::Tensor& cache, const at::Tensor& scales, const at::
   if (vectorize) {
     gather_dequantize_kernel<cache_t, out_t, kVec><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
         cache_ptr, cache.stride(0), cache.stride(1), scales.const_data_ptr<float>(), scales.stride(0),
-        rows.const_data_ptr<int64_t>(), out_ptr, batch, dim);
+        rows.const_data_ptr<int64_t>(), cache.size(0), out_ptr, batch, dim);
   } else {
     gather_dequantize_kernel<cache_t, out_t, 1><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
         cache_ptr, cache.stride(0), cache.stride(1), scales.const_data_ptr<float>(), scales.stride(0),
-        rows.const_data_ptr<int64_t>(), out_ptr, batch, dim);
+        rows.const_data_ptr<int64_t>(), cache.size(0), out_ptr, batch, dim);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -104,13 +109,7 @@ at::Tensor gather_dequantize_cuda(const at::Tensor& cache, const at::Tensor& sca
   TORCH_CHECK(cache.is_cuda(), "gather_dequantize (CUDA): cache must be a CUDA tensor, got ", cache.device());
   c10::cuda::CUDAGuard guard(cache.device());
 
-  const int64_t batch = rows.size(0), num_rows = cache.size(0), dim = cache.size(1);
-  if (batch > 0) {  // bounds on the device, one sync; never an out-of-range read
-    const at::Tensor bounds = at::stack({rows.min(), rows.max()}).cpu();
-    const int64_t lo = bounds.data_ptr<int64_t>()[0];
-    const int64_t hi = bounds.data_ptr<int64_t>()[1];
-    check_rows_bounds(lo, hi, num_rows);
-  }
+  const int64_t batch = rows.size(0), dim = cache.size(1);  // row bounds: checked by the kernel
   at::Tensor out = at::empty({batch, dim}, cache.options().dtype(dtype));
   if (out.numel() == 0) return out;
 

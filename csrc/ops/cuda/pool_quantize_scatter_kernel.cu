@@ -8,6 +8,13 @@
 // NCHW maps) or channel-major x[d][t] (NCHW, transposed [N,T,D]); the layout the tensor
 // already has is used (as the CPU kernel does), other strides are made contiguous first.
 //
+// Cache: rows contiguous (stride(1) == 1) and possibly strided (a row slice of a bigger cache,
+// stride(0) >= D_row), as on the CPU; the kernels address it through both strides.
+//
+// Row indices are bounds-checked on the device (row_in_range, dispatch.cuh): nothing is copied
+// to the host, so a call never blocks and can be captured in a CUDA graph. A block whose row
+// is out of range writes nothing and fails a device-side assertion (../pool_quantize_scatter.h).
+//
 // Repeated rows (last occurrence wins): before any launch rows is stable-sorted on the
 // device; `order` is the permutation and `is_last[i]` marks the last occurrence of each
 // distinct row in sorted order. Blocks are indexed by the sorted position i, handle sample
@@ -28,12 +35,14 @@
 //   (cub::WarpReduce across the 32 channel lanes). none_row_scale_kernel (int8 only): the
 //   row's scale from the max over its tokens (cub::BlockReduce): the int8 scale is per
 //   cache row, i.e. across all tokens. none_write_kernel: v / norm, cast or quantise, write.
+// * an empty row (D_row == 0): empty_rows_kernel writes only the scale (1).
+// NaN: pooling and the max |x| propagate it (NanMax, as torch.amax), so a NaN row gets a NaN
+// int8 scale and all-zero codes (common.h), exactly as on the CPU.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/sort.h>
-#include <ATen/ops/stack.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -42,6 +51,7 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/warp/warp_reduce.cuh>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -89,8 +99,8 @@ template <typename feat_t, typename cache_t>
 __global__ void __launch_bounds__(kThreads)
 pool_rows_kernel(const feat_t* __restrict__ x, int64_t tokens, int64_t dim, bool channel_major, int pooling,
                  bool l2_normalize, const int64_t* __restrict__ order, const bool* __restrict__ is_last,
-                 const int64_t* __restrict__ rows, cache_t* __restrict__ cache, int64_t cache_s0, int64_t cache_s1,
-                 float* __restrict__ scales, int64_t scales_s0, float* __restrict__ workspace) {
+                 const int64_t* __restrict__ rows, int64_t num_rows, cache_t* __restrict__ cache, int64_t cache_s0,
+                 int64_t cache_s1, float* __restrict__ scales, int64_t scales_s0, float* __restrict__ workspace) {
   extern __shared__ float smem_row[];
   __shared__ typename BlockReduceF::TempStorage block_temp;
   __shared__ typename BlockReduceD::TempStorage block_temp_d;
@@ -100,6 +110,8 @@ pool_rows_kernel(const feat_t* __restrict__ x, int64_t tokens, int64_t dim, bool
   const int64_t i = blockIdx.x;
   if (!is_last[i]) return;  // uniform across the block, before any barrier
   const int64_t n = order[i];
+  const int64_t row = rows[n];
+  if (!row_in_range(row, num_rows)) return;  // uniform too: never write outside the cache
   const int tid = threadIdx.x;
   const feat_t* xn = x + n * tokens * dim;
   float* buf = workspace != nullptr ? workspace + n * dim : smem_row;
@@ -151,7 +163,6 @@ pool_rows_kernel(const feat_t* __restrict__ x, int64_t tokens, int64_t dim, bool
   }
 
   // Phase 3: int8 scale, then quantise / cast the row into the cache.
-  const int64_t row = rows[n];
   cache_t* out = cache + row * cache_s0;
   float scale = 1.0f;
   if constexpr (std::is_same_v<cache_t, int8_t>) {
@@ -260,7 +271,7 @@ template <typename feat_t, typename cache_t>
 __global__ void __launch_bounds__(kTile * kTileRows)
 none_write_kernel(const feat_t* __restrict__ x, int64_t tokens, int64_t dim, bool channel_major, int64_t tiles,
                   const int64_t* __restrict__ order, const bool* __restrict__ is_last,
-                  const int64_t* __restrict__ rows, const float2* __restrict__ stats,
+                  const int64_t* __restrict__ rows, int64_t num_rows, const float2* __restrict__ stats,
                   const float* __restrict__ row_scale, cache_t* __restrict__ cache, int64_t cache_s0,
                   int64_t cache_s1, float* __restrict__ scales, int64_t scales_s0) {
   __shared__ float tile[kTile][kTile + 1];
@@ -272,6 +283,7 @@ none_write_kernel(const feat_t* __restrict__ x, int64_t tokens, int64_t dim, boo
   const int tx = threadIdx.x, ty = threadIdx.y;
   const feat_t* xn = x + n * tokens * dim;
   const int64_t row = rows[n];
+  if (!row_in_range(row, num_rows)) return;  // uniform across the block, before any barrier
   cache_t* out = cache + row * cache_s0;
 
   float scale = 1.0f;
@@ -299,6 +311,19 @@ none_write_kernel(const feat_t* __restrict__ x, int64_t tokens, int64_t dim, boo
   }
 }
 
+// ------------------------------------------------------------------ empty rows
+// D_row == 0: nothing to store but the scale, which is 1 (int8: an all-zero row; float: 1).
+// Grid-stride over the n samples; repeated rows all write the same value.
+__global__ void __launch_bounds__(kThreads)
+empty_rows_kernel(const int64_t* __restrict__ rows, int64_t n, int64_t num_rows, float* __restrict__ scales,
+                  int64_t scales_s0) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n; k += stride) {
+    const int64_t row = rows[k];
+    if (row_in_range(row, num_rows)) scales[row * scales_s0] = 1.0f;
+  }
+}
+
 // ------------------------------------------------------------------ host
 unsigned grid_size(int64_t blocks) {
   TORCH_CHECK(blocks > 0 && blocks <= std::numeric_limits<int32_t>::max(), "pool_quantize_scatter: a grid of ",
@@ -308,9 +333,9 @@ unsigned grid_size(int64_t blocks) {
 
 struct ScatterArgs {
   at::Tensor x;        // features, contiguous per sample in the chosen layout
-  at::Tensor cache;    // [R, d_row], contiguous
+  at::Tensor cache;    // [R, d_row], rows contiguous, row stride >= d_row
   at::Tensor scales;   // [R], any stride
-  at::Tensor rows;     // int64 [n], contiguous, values in [0, R)
+  at::Tensor rows;     // int64 [n], contiguous; values checked on the device against [0, R)
   at::Tensor order;    // int64 [n]: stable argsort of rows
   at::Tensor is_last;  // bool [n]: sorted position i is the last occurrence of its row
   int64_t n = 0, tokens = 0, dim = 0, d_row = 0;
@@ -329,6 +354,7 @@ void launch_pool_quantize_scatter(const ScatterArgs& a) {
   const bool* last_ptr = a.is_last.const_data_ptr<bool>();
   const int64_t* rows_ptr = a.rows.const_data_ptr<int64_t>();
   const int64_t cache_s0 = a.cache.stride(0), cache_s1 = a.cache.stride(1), scales_s0 = a.scales.stride(0);
+  const int64_t num_rows = a.cache.size(0);
   const auto float_options = a.x.options().dtype(at::kFloat);
 
   if (a.pooling != Pooling::None) {
@@ -342,7 +368,7 @@ void launch_pool_quantize_scatter(const ScatterArgs& a) {
     }
     pool_rows_kernel<feat_t, cache_t><<<grid_size(a.n), kThreads, smem, stream>>>(
         x_ptr, a.tokens, a.dim, a.channel_major, static_cast<int>(a.pooling), a.l2_normalize, order_ptr, last_ptr,
-        rows_ptr, cache_ptr, cache_s0, cache_s1, scales_ptr, scales_s0, workspace_ptr);
+        rows_ptr, num_rows, cache_ptr, cache_s0, cache_s1, scales_ptr, scales_s0, workspace_ptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
@@ -369,8 +395,8 @@ void launch_pool_quantize_scatter(const ScatterArgs& a) {
     }
   }
   none_write_kernel<feat_t, cache_t><<<grid_size(a.n * tiles), tile_block, 0, stream>>>(
-      x_ptr, a.tokens, a.dim, a.channel_major, tiles, order_ptr, last_ptr, rows_ptr, stats_ptr, row_scale_ptr,
-      cache_ptr, cache_s0, cache_s1, scales_ptr, scales_s0);
+      x_ptr, a.tokens, a.dim, a.channel_major, tiles, order_ptr, last_ptr, rows_ptr, num_rows, stats_ptr,
+      row_scale_ptr, cache_ptr, cache_s0, cache_s1, scales_ptr, scales_s0);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -378,21 +404,17 @@ void pool_quantize_scatter_cuda(const at::Tensor& features_in, at::Tensor& cache
                                 const at::Tensor& rows_in, c10::string_view pooling_name, bool l2_normalize) {
   const PoolShape shape = check_pool_quantize_scatter_args(features_in, cache, scales, rows_in, pooling_name);
   const int64_t n = shape.n;
-  TORCH_CHECK_VALUE(cache.is_contiguous(), "cache must be contiguous (it is written in place), got strides ",
-                    cache.strides());
   TORCH_CHECK(cache.is_cuda(), "pool_quantize_scatter (CUDA): the cache must be a CUDA tensor, got ", cache.device());
   c10::cuda::CUDAGuard guard(cache.device());
-
-  // Out-of-range rows: min / max on the device, one synchronisation, before any launch.
-  const at::Tensor rows = rows_in.contiguous();
-  if (n > 0) {
-    const at::Tensor bounds = at::stack({rows.min(), rows.max()}).cpu();
-    const int64_t lo = bounds.const_data_ptr<int64_t>()[0], hi = bounds.const_data_ptr<int64_t>()[1];
-    check_rows_bounds(lo, hi, cache.size(0));
-  }
   if (n == 0) return;
+
+  // Row bounds are checked by the kernels, on the device: no host synchronisation here.
+  const at::Tensor rows = rows_in.contiguous();
   if (shape.row_len == 0) {  // nothing to store; an empty row's scale is 1 (int8: all-zero row) or 1 (float)
-    scales.index_fill_(0, rows, 1.0);
+    empty_rows_kernel<<<grid_size(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)), kThreads, 0,
+                        c10::cuda::getCurrentCUDAStream()>>>(rows.const_data_ptr<int64_t>(), n, cache.size(0),
+                                                             scales.data_ptr<float>(), scales.stride(0));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
 
