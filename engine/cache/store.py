@@ -181,6 +181,8 @@ class FeatureCache:
         if commit_every < 0:
             raise ValueError(f"commit_every must be >= 0, got {commit_every}")
         device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" is the current device: name it, so
+            device = torch.device("cuda", torch.cuda.current_device())  # features on cuda:N compare equal
         rows = num_samples * key.views
         _ops(kernels)  # fail before touching any file
         common = dict(
