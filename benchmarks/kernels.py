@@ -194,14 +194,24 @@ def _rows_to_llc(per_sample_bytes: int, base: int, llc: int, quick: bool, multip
 
 
 def normalize_case(
-    n: int, h: int, w: int, out: int, dtype: torch.dtype, device: torch.device, gen: torch.Generator
+    n: int,
+    h: int,
+    w: int,
+    out: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    gen: torch.Generator,
+    *,
+    channels_last: bool = False,
 ) -> Case:
+    """One batch of crops; ``channels_last``: the output in ``torch.channels_last`` memory format
+    (what a channels-last backbone takes; for NHWC input also the order the op reads pixels in)."""
     images = torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8, generator=gen).to(device)
     offsets = torch.stack(
         [torch.randint(0, h - out + 1, (n,), generator=gen), torch.randint(0, w - out + 1, (n,), generator=gen)], 1
     ).to(device)
     mirror = (torch.rand(n, generator=gen) < 0.5).to(device)
-    args = (images, offsets, mirror, out, out, IMAGENET_MEAN, IMAGENET_STD, dtype)
+    args = (images, offsets, mirror, out, out, IMAGENET_MEAN, IMAGENET_STD, dtype, channels_last)
     expected = ref.normalize_images(*args)
 
     def call(fn: Callable[..., Any]) -> Callable[[], Any]:
@@ -213,15 +223,16 @@ def normalize_case(
     elem = torch.empty((), dtype=dtype).element_size()
     read = n * out * out * 3 + offsets.numel() * 8 + n  # the crop windows, offsets, mirror flags
     written = n * 3 * out * out * elem
+    layout = "channels_last" if channels_last else "nchw"
     return Case(
         "normalize_images",
-        f"[{n},{h},{w},3]->{out}x{out}",
+        f"[{n},{h},{w},3]->{out}x{out}" + (" channels_last" if channels_last else ""),
         dtype_name(dtype),
         call,
         check,
         read,
         written,
-        info={"out_dtype": dtype_name(dtype)},
+        info={"out_dtype": dtype_name(dtype), "layout": layout},
     )
 
 
@@ -356,6 +367,7 @@ def build_cases(device: torch.device, quick: bool, llc: int) -> list[Callable[[]
     if quick:
         return [
             lambda: normalize_case(8, 64, 64, 56, f32, device, gen),
+            lambda: normalize_case(8, 64, 64, 56, bf16, device, gen, channels_last=True),
             lambda: pool_case("conv", (16, 256, 4, 4), "avg", i8, device, gen, llc, True),
             lambda: pool_case("tokens", (8, 17, 64), "cls", f16, device, gen, llc, True, l2=True),
             lambda: gather_case(2_000, 256, 64, i8, f32, device, gen, llc, True),
@@ -369,6 +381,9 @@ def build_cases(device: torch.device, quick: bool, llc: int) -> list[Callable[[]
     cases: list[Callable[[], Case]] = [
         lambda: normalize_case(n_img, 256, 256, 224, f32, device, gen),
         lambda: normalize_case(n_img, 256, 256, 224, bf16, device, gen),
+        # the layout + dtype a channels-last (bf16) backbone takes, written directly
+        lambda: normalize_case(n_img, 256, 256, 224, f32, device, gen, channels_last=True),
+        lambda: normalize_case(n_img, 256, 256, 224, bf16, device, gen, channels_last=True),
     ]
     for dt in (f32, f16, bf16, i8):  # every cache dtype on the ResNet-50 map
         cases.append(lambda dt=dt: pool_case("resnet50", r50, "avg", dt, device, gen, llc, False))

@@ -19,7 +19,7 @@
 TORCH_LIBRARY(tlengine, m) {
   m.def(
       "normalize_images(Tensor images, Tensor offsets, Tensor mirror, int out_h, int out_w, float[] mean, "
-      "float[] std, ScalarType dtype) -> Tensor");
+      "float[] std, ScalarType dtype, bool channels_last=False) -> Tensor");
   m.def(
       "pool_quantize_scatter(Tensor features, Tensor(a!) cache, Tensor(b!) scales, Tensor rows, str pooling, "
       "bool l2_normalize) -> ()");
@@ -31,11 +31,11 @@ namespace tlengine {
 
 at::Tensor normalize_images(const at::Tensor& images, const at::Tensor& offsets, const at::Tensor& mirror,
                             int64_t out_h, int64_t out_w, at::ArrayRef<double> mean, at::ArrayRef<double> std,
-                            at::ScalarType dtype) {
+                            at::ScalarType dtype, bool channels_last) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tlengine::normalize_images", "")
                        .typed<decltype(normalize_images)>();
-  return op.call(images, offsets, mirror, out_h, out_w, mean, std, dtype);
+  return op.call(images, offsets, mirror, out_h, out_w, mean, std, dtype, channels_last);
 }
 
 void pool_quantize_scatter(const at::Tensor& features, at::Tensor& cache, at::Tensor& scales, const at::Tensor& rows,

@@ -44,15 +44,29 @@ def normalize_images(
     mean: Sequence[float],
     std: Sequence[float],
     dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """uint8 ``[N,H,W,C]`` -> crop ``[out_h,out_w]`` at ``offsets[n] = (top, left)`` (int64
     ``[N,2]``) -> mirror where ``mirror[n]`` (bool ``[N]``) -> ``(x/255 - mean[c]) / std[c]`` ->
-    ``[N,C,out_h,out_w]`` in ``dtype`` (float32 / float16 / bfloat16)."""
+    ``[N,C,out_h,out_w]`` in ``dtype`` (float32 / float16 / bfloat16), NCHW-contiguous or, with
+    ``channels_last``, in ``torch.channels_last`` memory format (written directly, no extra pass).
+
+    Crop offsets outside the images raise IndexError, except in the CUDA kernel, which checks
+    them on the device without blocking and fails a device-side assertion instead
+    (csrc/ops/normalize_images.h)."""
     if _use_extension("normalize_images", images, offsets, mirror):
         return torch.ops.tlengine.normalize_images(
-            images, offsets, mirror, out_h, out_w, [float(m) for m in mean], [float(s) for s in std], dtype
+            images,
+            offsets,
+            mirror,
+            out_h,
+            out_w,
+            [float(m) for m in mean],
+            [float(s) for s in std],
+            dtype,
+            bool(channels_last),
         )
-    return reference.normalize_images(images, offsets, mirror, out_h, out_w, mean, std, dtype)
+    return reference.normalize_images(images, offsets, mirror, out_h, out_w, mean, std, dtype, channels_last)
 
 
 def pool_quantize_scatter(
@@ -166,12 +180,12 @@ def _register_fakes() -> None:
             raise ValueError(message + ": got " + ", ".join(str(t.device) for t in tensors))
 
     @torch.library.register_fake("tlengine::normalize_images")
-    def _normalize_images_fake(images, offsets, mirror, out_h, out_w, mean, std, dtype):
+    def _normalize_images_fake(images, offsets, mirror, out_h, out_w, mean, std, dtype, channels_last=False):
         if images.dtype == torch.uint8 and images.dim() == 4:  # else the check below names the problem
             same_device("images, offsets and mirror must be on the same device", images, offsets, mirror)
         reference.check_normalize_args(images, offsets, mirror, out_h, out_w, mean, std, dtype)
         n, _, _, c = images.shape
-        return images.new_empty((n, c, out_h, out_w), dtype=dtype)
+        return reference.normalize_output(n, c, out_h, out_w, dtype, images.device, channels_last)
 
     @torch.library.register_fake("tlengine::pool_quantize_scatter")
     def _pool_quantize_scatter_fake(features, cache, scales, rows, pooling, l2_normalize):

@@ -35,17 +35,19 @@ def normalize_images(
     mean: Sequence[float],
     std: Sequence[float],
     dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """uint8 ``[N,H,W,C]`` -> crop ``[out_h,out_w]`` at ``offsets[n] = (top, left)`` -> mirror
     (left-right) where ``mirror[n]`` -> ``(x/255 - mean[c]) / std[c]`` -> ``[N,C,out_h,out_w]``.
 
     offsets: int64 ``[N,2]``; mirror: bool ``[N]``; mean/std: C floats; arithmetic in float32,
-    rounded once to ``dtype`` (float32, float16 or bfloat16) at the end.
+    rounded once to ``dtype`` (float32, float16 or bfloat16) at the end. ``channels_last``: the
+    result has ``torch.channels_last`` strides (:func:`normalize_output`); the values do not change.
     """
     check_normalize_args(images, offsets, mirror, out_h, out_w, mean, std, dtype)
     n, h, w, c = images.shape
     _check_crop_offsets(offsets, h, w, out_h, out_w)
-    out = torch.empty((n, c, out_h, out_w), dtype=dtype, device=images.device)
+    out = normalize_output(n, c, out_h, out_w, dtype, images.device, channels_last)
     m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(c, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=images.device).view(c, 1, 1)
     for i in range(n):
@@ -55,6 +57,16 @@ def normalize_images(
             x = x.flip(-1)
         out[i] = ((x / 255.0 - m) / s).to(dtype)
     return out
+
+
+def normalize_output(
+    n: int, c: int, out_h: int, out_w: int, dtype: torch.dtype, device: torch.device, channels_last: bool
+) -> torch.Tensor:
+    """The uninitialised ``[n,c,out_h,out_w]`` result of normalize_images: NCHW-contiguous, or
+    with ``torch.channels_last`` strides ``(out_h*out_w*c, 1, out_w*c, c)``, exactly as the C++
+    kernels allocate it (also for c == 1 or 1x1 crops, where both layouts are "contiguous")."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty((n, c, out_h, out_w), dtype=dtype, device=device, memory_format=memory_format)
 
 
 def pooled_rows(features: torch.Tensor, pooling: str, l2_normalize: bool) -> torch.Tensor:

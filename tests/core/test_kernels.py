@@ -443,6 +443,107 @@ def test_normalize_images_non_contiguous_inputs():
     assert_normalize_close(got, want, STD3, MEAN3)
 
 
+def normalize_inputs(n, h, w, oh, ow, channels, gen):
+    """uint8 NHWC images, in-range crop offsets, mirror flags (both values present when n >= 2) and
+    per-channel distinct mean / std, so a channel mix-up changes the result."""
+    images = torch.randint(0, 256, (n, h, w, channels), generator=gen, dtype=torch.uint8)
+    offsets = torch.stack(
+        [torch.randint(0, h - oh + 1, (n,), generator=gen), torch.randint(0, w - ow + 1, (n,), generator=gen)], 1
+    )
+    mirror = torch.rand(n, generator=gen) < 0.5
+    if n >= 2:
+        mirror[0], mirror[1] = True, False
+    mean = [0.1 + 0.03 * c for c in range(channels)]
+    std = [0.2 + 0.05 * c for c in range(channels)]
+    return images, offsets, mirror, mean, std
+
+
+def channels_last_strides(shape):
+    return torch.empty(shape, memory_format=torch.channels_last).stride()
+
+
+# widths around the 16-pixel blocks of the vectorised rows (tails, a single block, 1 pixel)
+NORMALIZE_SHAPES = [(4, 20, 40, 16, 37), (2, 9, 17, 9, 16), (3, 40, 33, 1, 1), (0, 8, 8, 4, 4), (2, 12, 80, 7, 67)]
+
+
+@pytest.mark.parametrize("out_dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [1, 3, 4, 20])
+def test_normalize_images_channels_last(channels, out_dtype):
+    """channels_last=True: channels-last strides, the reference's values, and bit for bit the
+    values of the NCHW result (the same arithmetic in another order)."""
+    gen = torch.Generator().manual_seed(13)
+    for n, h, w, oh, ow in NORMALIZE_SHAPES:
+        images, offsets, mirror, mean, std = normalize_inputs(n, h, w, oh, ow, channels, gen)
+        args = (images, offsets, mirror, oh, ow, mean, std, out_dtype)
+        want = R.normalize_images(*args, channels_last=True)
+        got = OPS.normalize_images(*args, channels_last=True)
+        front = K.normalize_images(*args, channels_last=True)
+        nchw = OPS.normalize_images(*args)
+        cl_strides = channels_last_strides((n, channels, oh, ow))
+        assert got.stride() == cl_strides and want.stride() == cl_strides and front.stride() == cl_strides
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert nchw.is_contiguous() and nchw.stride() == torch.empty(n, channels, oh, ow).stride()
+        assert_normalize_close(got, want, std, mean)
+        assert_normalize_close(got, R.normalize_images(*args), std, mean)
+        assert torch.equal(got, nchw) and torch.equal(front, got)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("channels", [1, 3, 4, 20])
+def test_normalize_images_mirror_is_a_flip(channels, channels_last):
+    """A mirrored crop is exactly the unmirrored one flipped left-right, for every width around
+    the 16-pixel blocks and every dtype."""
+    gen = torch.Generator().manual_seed(14)
+    for ow in (1, 2, 15, 16, 17, 31, 32, 33, 48, 50):
+        images, offsets, _, mean, std = normalize_inputs(3, 5, ow + 3, 4, ow, channels, gen)
+        for dtype in FLOAT_DTYPES:
+            args = (images, offsets)
+            plain = OPS.normalize_images(
+                *args, torch.zeros(3, dtype=torch.bool), 4, ow, mean, std, dtype, channels_last
+            )
+            flipped = OPS.normalize_images(
+                *args, torch.ones(3, dtype=torch.bool), 4, ow, mean, std, dtype, channels_last
+            )
+            assert torch.equal(flipped, plain.flip(-1)), (ow, dtype)
+
+
+def test_normalize_images_channels_last_opcheck():
+    """The fake (meta) impl gives the kernel's strides for either layout, degenerate ones included
+    (C = 1 and 1x1 crops, where a tensor is "contiguous" in both formats)."""
+    gen = torch.Generator().manual_seed(15)
+    for channels, (oh, ow) in [(3, (8, 7)), (1, (6, 8)), (4, (1, 1)), (20, (3, 5))]:
+        images, offsets, mirror, mean, std = normalize_inputs(3, 10, 12, oh, ow, channels, gen)
+        for dtype in FLOAT_DTYPES:
+            for channels_last in (False, True):
+                args = (images, offsets, mirror, oh, ow, mean, std, dtype, channels_last)
+                torch.library.opcheck(OPS.normalize_images.default, args)
+    meta = K.normalize_images(
+        torch.empty(2, 9, 9, 3, dtype=torch.uint8, device="meta"),
+        torch.empty(2, 2, dtype=torch.int64, device="meta"),
+        torch.empty(2, dtype=torch.bool, device="meta"),
+        5,
+        6,
+        MEAN3,
+        STD3,
+        torch.bfloat16,
+        channels_last=True,
+    )
+    assert meta.shape == (2, 3, 5, 6) and meta.stride() == channels_last_strides((2, 3, 5, 6))
+
+
+def test_normalize_images_channels_last_in_torch_compile():
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(16)
+    images, offsets, mirror, mean, std = normalize_inputs(4, 10, 11, 8, 9, 3, gen)
+
+    def f(images, offsets, mirror):
+        return K.normalize_images(images, offsets, mirror, 8, 9, mean, std, torch.bfloat16, channels_last=True) * 2
+
+    got = torch.compile(f, backend="aot_eager", fullgraph=True)(images, offsets, mirror)
+    assert torch.equal(got, f(images, offsets, mirror))
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
 # ------------------------------------------------------------------ errors
 def raises_like_reference(exc, fused, ref, *args):
     """The reference, the front and the op itself all raise ``exc``."""
