@@ -44,6 +44,13 @@ def _block_count(value: Any) -> Any:
     return value
 
 
+def _on_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``on`` / ``off`` as true / false: take them back as written."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
 def _file_name(value: str) -> str:
     """A name used as a path component: no separators, no '..', not empty."""
     if not _NAME_RE.match(value or "") or value in (".", ".."):
@@ -135,7 +142,7 @@ class ExtractionConfig(Strict):
         "part of the feature cache's key",
     )
     tolerance: float = Field(
-        0.999,
+        0.99,
         gt=0.0,
         le=1.0,
         description="lowest cosine similarity, per sample, of reduced-precision features to fp32 on the first "
@@ -149,6 +156,11 @@ class ExtractionConfig(Strict):
         description="torch.compile frozen parts (auto: when the samples to run make up for the compile time); "
         "inductor's cache persists under $TLENGINE_CACHE_DIR/inductor",
     )
+
+    @field_validator("channels_last", "compile", mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        return _on_off(v)
 
 
 class StrategyConfig(Strict):
@@ -198,13 +210,20 @@ class TrainConfig(Strict):
     warmup_epochs: float = Field(0.0, ge=0.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="for tasks with a classification loss")
     grad_clip: float | None = Field(None, gt=0.0)
-    amp: Literal["auto", "on", "off"] = "auto"
+    amp: Literal["auto", "on", "off"] = Field(
+        "auto", description="mixed precision of the trained parts: auto = CUDA only, on (CPU: bf16 autocast), off"
+    )
     keep: Literal["best", "last"] = Field(
         "best", description="test and save the best-validation epoch's weights, or the last"
     )
     patience: int | None = Field(
         None, ge=1, description="stop an arm after this many epochs without a better validation score"
     )
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp(cls, v: Any) -> Any:
+        return _on_off(v)
 
 
 class SourceConfig(Strict):

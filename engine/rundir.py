@@ -187,5 +187,5 @@ def result_from_json(d: dict[str, Any]) -> ArmResult:
         d.get("cache"),
         d.get("best_epoch"),
         d.get("stopped_early", False),
-        d.get("execution"),
+        execution=d.get("execution"),
     )

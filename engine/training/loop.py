@@ -68,9 +68,9 @@ class ArmResult:
     epochs: int
     history: list[dict[str, Any]] = field(default_factory=list)
     cache: dict[str, Any] | None = None  # feature-cache statistics when the arm used one
-    execution: dict[str, Any] | None = None  # how each part ran (precision, channels-last, compiled)
     best_epoch: int | None = None
     stopped_early: bool = False
+    execution: dict[str, Any] | None = None  # how each part ran (precision, channels-last, compiled)
 
 
 def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], Any], torch.amp.GradScaler | None]:

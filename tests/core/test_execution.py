@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from tlengine.config import ExtractionConfig
+from tlengine.config import ExtractionConfig, TrainConfig
 from tlengine.execution import (
     Execution,
     _CompileRecords,
@@ -208,3 +208,9 @@ def test_compiled_frozen_part_matches_eager_and_never_recompiles_per_batch(tmp_p
     torch.testing.assert_close(outs[2], expected[:4], rtol=1e-4, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == 1  # the batch of 4 was padded, not recompiled
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")  # persists in tlengine's cache
+
+
+def test_bare_on_off_in_yaml_mean_on_off() -> None:
+    config = ExtractionConfig.model_validate({"channels_last": True, "compile": False})
+    assert (config.channels_last, config.compile) == ("on", "off")
+    assert TrainConfig.model_validate({"amp": True}).amp == "on"
