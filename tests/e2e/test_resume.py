@@ -270,9 +270,18 @@ def test_kill_during_feature_extraction_into_a_disk_cache(tmp_path):
 
     run, root = tmp_path / "killed", tmp_path / "cache-killed"
     run_and_kill(config_with(root), run, {"kind": "write", "n": 40})
-    [cache_dir] = [p for p in root.iterdir() if (p / "meta.json").is_file()]  # only the train split's, so far
+    # every split's cache is opened before extraction starts (what is missing tells
+    # compile: auto how much is left); the kill came while the train split was written
+    opened = {
+        json.loads((p / "meta.json").read_text())["key"]["dataset_fingerprint"].split(":")[0]: p
+        for p in root.iterdir()
+        if (p / "meta.json").is_file()
+    }
+    assert set(opened) == {"train", "val", "test"}
+    cache_dir = opened["train"]
     meta = json.loads((cache_dir / "meta.json").read_text())
-    assert meta["key"]["dataset_fingerprint"].startswith("train:") and not meta["complete"]
+    assert not meta["complete"]
+    assert not any(json.loads((opened[s] / "meta.json").read_text())["complete"] for s in ("val", "test"))
     committed = sum((cache_dir / "filled.bin").read_bytes())
     assert 0 < committed < train_rows, committed  # the cache folder has rows, not all of them
     assert not (run / "metrics.jsonl").read_text()  # killed before the first epoch
