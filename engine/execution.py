@@ -113,6 +113,7 @@ class PartExecution:
     """How one part runs, and what was measured while it ran."""
 
     name: str
+    pretrained: bool
     channels_last: bool
     dtype: torch.dtype | None  # autocast dtype while frozen; None = fp32
     compile: str  # "on" | "off" | "auto"
@@ -130,6 +131,7 @@ class PartExecution:
     compiled_seconds: float = 0.0
     compiled_samples: int = 0
     decided: bool = False
+    signature: str = ""  # what compile records are keyed by (model class, size, precision, device, torch)
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -163,9 +165,10 @@ class Execution:
         self.expected_samples = samples
 
     def input_format(self) -> InputFormat:
-        """What the first pretrained part wants its inputs in."""
+        """What the first pretrained part wants its inputs in (its reduced dtype only once
+        the first call's check kept it)."""
         for px in self.parts.values():
-            if px.dtype is not None or px.channels_last or px.compile != "off":
+            if px.pretrained:
                 return InputFormat(px.channels_last, px.dtype if px.checked and px.dtype else torch.float32)
         return InputFormat()
 
@@ -267,7 +270,7 @@ class Execution:
         if not torch.cuda.is_available():  # inductor's CPU build warns that a CUDA build finds no GPU
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         px.compiled = torch.compile(module, dynamic=False)
-        px._signature = self._signature(px, module)  # type: ignore[attr-defined]
+        px.signature = self._signature(px, module)
 
     def _run_compiled(self, px: PartExecution, args: tuple, kwargs: dict) -> Any:
         first = px.compiled_batch is None
@@ -299,7 +302,7 @@ class Execution:
             eager = px.eager_seconds / px.eager_samples
             compiled = px.compiled_seconds / px.compiled_samples
             entry["speedup"] = round(eager / max(compiled, 1e-9), 3)
-        _CompileRecords.put(px._signature, entry)  # type: ignore[attr-defined]
+        _CompileRecords.put(px.signature, entry)
 
     def _signature(self, px: PartExecution, module: nn.Module) -> str:
         n_params = sum(p.numel() for p in module.parameters())
@@ -357,7 +360,7 @@ def configure_execution(
         if cl:
             part.module.to(memory_format=torch.channels_last)
         parts[name] = PartExecution(
-            name, cl, dtype if part.pretrained else None, config.compile if part.pretrained else "off"
+            name, part.pretrained, cl, dtype if part.pretrained else None, config.compile if part.pretrained else "off"
         )
     execution = Execution(config, device, parts, echo)
     model.execution = execution
