@@ -134,8 +134,9 @@ class PartExecution:
     signature: str = ""  # what compile records are keyed by (model class, size, precision, device, torch)
 
     def stats(self) -> dict[str, Any]:
+        ran_reduced = self.checked and self.dtype is not None  # a trained part runs in fp32 (or train.amp)
         out: dict[str, Any] = {
-            "precision": DTYPE_NAMES.get(self.dtype, str(self.dtype)),
+            "precision": DTYPE_NAMES.get(self.dtype, str(self.dtype)) if ran_reduced else "fp32",
             "channels_last": self.channels_last,
             "compiled": self.compiled is not None,
         }
