@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from .atomic import write_text
+from .cache.manage import cache_base
 from .config import ExtractionConfig
 
 #: compile time assumed for a model never compiled on this machine (seconds)
@@ -52,12 +53,6 @@ DEFAULT_COMPILE_SPEEDUP = 1.3
 AUTO_MEASURE_CALLS = 2
 
 DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def cache_base() -> Path:
-    """``$TLENGINE_CACHE_DIR``, else ``~/.cache/tlengine`` (features/ and inductor/ below it)."""
-    base = os.environ.get("TLENGINE_CACHE_DIR")
-    return Path(base).expanduser() if base else Path.home() / ".cache" / "tlengine"
 
 
 #: TORCHINDUCTOR_CACHE_DIR as the user set it (torch writes its default there once it compiled)

@@ -14,10 +14,16 @@ from tlengine.cache.store import CACHE_FILES, FILLED, CacheLock, read_meta, remo
 from tlengine.errors import TLEngineError
 
 
+def cache_base() -> Path:
+    """``$TLENGINE_CACHE_DIR``, else ``~/.cache/tlengine``: feature caches (``features/``) and
+    compiled frozen parts (``inductor/``) live below it."""
+    base = os.environ.get("TLENGINE_CACHE_DIR")
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "tlengine"
+
+
 def default_root() -> Path:
     """``$TLENGINE_CACHE_DIR/features``, else ``~/.cache/tlengine/features``."""
-    base = os.environ.get("TLENGINE_CACHE_DIR")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "tlengine") / "features"
+    return cache_base() / "features"
 
 
 def list_caches(root: Path | str | None = None) -> list[dict[str, Any]]:
