@@ -12,6 +12,7 @@ rebuilt or resumed to the same contents.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -51,6 +52,44 @@ def centre_offset(length: int, crop: int) -> int:
     return int(round((length - crop) / 2.0))
 
 
+class DecodedBases:
+    """The uint8 base images decoded in this process, most recently used first, up to
+    ``limit_bytes``: the training views >= 1 of a sample share one base size, so its file is
+    decoded and resized once for all of them (and again only if it was evicted). Keyed by the
+    item object's identity and the base geometry; an entry remembers its item, so a
+    recycled ``id`` never returns another image's pixels."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self.entries: OrderedDict[tuple, tuple[Any, torch.Tensor]] = OrderedDict()
+        self.bytes = 0
+        self.decodes = 0  # how many bases were decoded (what the store saves is visible in tests)
+
+    def get(self, key: tuple, item: Any) -> torch.Tensor | None:
+        entry = self.entries.get(key)
+        if entry is None or entry[0] is not item:
+            return None
+        self.entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: tuple, item: Any, base: torch.Tensor) -> None:
+        self.decodes += 1
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1].numel()
+        if base.numel() > self.limit_bytes:
+            return
+        self.entries[key] = (item, base)
+        self.bytes += base.numel()
+        while self.bytes > self.limit_bytes:
+            _, (_, evicted) = self.entries.popitem(last=False)
+            self.bytes -= evicted.numel()
+
+
+#: decoded bases kept per process (uint8: one byte per value); 512 MiB holds ~2,700 bases of 256 px
+DECODED = DecodedBases(limit_bytes=512 * 2**20)
+
+
 class BaseImages(Dataset):
     """``items[indices[i]]`` as uint8 ``[S,S,3]``.
 
@@ -75,6 +114,18 @@ class BaseImages(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         item, _ = self.items[self.indices[i]]
+        key = (id(item), self.size, self.crop, self.resample)
+        if not isinstance(item, Image.Image):  # a file: a rewritten one is decoded again
+            st = Path(item).stat()
+            key += (st.st_mtime_ns, st.st_size)
+        cached = DECODED.get(key, item)
+        if cached is not None:
+            return cached
+        base = self._decode(item)
+        DECODED.put(key, item, base)
+        return base
+
+    def _decode(self, item: ImageItem | Image.Image) -> torch.Tensor:
         image = to_rgb(item if isinstance(item, Image.Image) else open_image(Path(item)))
         w, h = image.size
         if w <= h:

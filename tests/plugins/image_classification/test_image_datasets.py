@@ -522,3 +522,67 @@ def test_cached_view_0_is_the_eval_transform(crop_pct):
             ]
         )
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=lambda m: f"train={train}: {m}")
+
+
+def test_training_views_share_one_decoded_base_per_sample(tmp_path):
+    """Views >= 1 of a sample are cut from the same base size: its file is decoded and
+    resized once for all of them; a rewritten file is decoded again."""
+    from tlengine_plugins.image_classification import extraction
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    items = [(str(p), 0) for p in paths]
+    pre = {"input_size": 24, "mean": [0.5] * 3, "std": [0.25] * 3, "crop_pct": 0.875, "interpolation": "bilinear"}
+    dataset = ImageDataset(items, build_transforms(pre, augment="none", train=False))
+
+    def views(vs, **kw):
+        return [
+            torch.cat(
+                [
+                    b
+                    for b, _ in extraction.extraction_batches(
+                        dataset,
+                        indices=torch.arange(4),
+                        view=v,
+                        seed=0,
+                        batch_size=3,
+                        preprocessing=pre,
+                        kernels="torch",
+                        train=True,
+                        **kw,
+                    )
+                ]
+            )
+            for v in vs
+        ]
+
+    before = extraction.DECODED.decodes
+    first = views([1, 2, 3])
+    assert extraction.DECODED.decodes - before == 4  # one decode per sample, not per view
+    assert not torch.equal(first[0], first[1])  # the views still differ (crop / mirror)
+    again = views([1, 2, 3])
+    assert extraction.DECODED.decodes - before == 4
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b)
+    Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(paths[0])
+    os.utime(paths[0], ns=(10**18, 10**18))
+    views([1])
+    assert extraction.DECODED.decodes - before == 5  # only the rewritten file
+
+
+def test_decoded_bases_store_evicts_least_recently_used():
+    from tlengine_plugins.image_classification.extraction import DecodedBases
+
+    store = DecodedBases(limit_bytes=20)
+    a, b, c = object(), object(), object()
+    store.put(("a",), a, torch.zeros(8, dtype=torch.uint8))
+    store.put(("b",), b, torch.zeros(8, dtype=torch.uint8))
+    assert store.get(("a",), a) is not None  # a is now the most recent
+    store.put(("c",), c, torch.zeros(8, dtype=torch.uint8))  # 24 bytes > 20: b goes
+    assert store.get(("b",), b) is None and store.get(("a",), a) is not None
+    assert store.get(("a",), object()) is None  # another item under a recycled key
+    assert store.bytes == 16
