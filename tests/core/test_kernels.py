@@ -420,13 +420,7 @@ def test_normalize_images_matches_reference(channels, out_dtype):
         (0, 8, 8, 4, 4),
         (2, 12, 80, 7, 67),
     ]:
-        images = torch.randint(0, 256, (n, h, w, channels), generator=gen, dtype=torch.uint8)
-        offsets = torch.stack(
-            [torch.randint(0, h - oh + 1, (n,), generator=gen), torch.randint(0, w - ow + 1, (n,), generator=gen)], 1
-        )
-        mirror = torch.rand(n, generator=gen) < 0.5
-        if n >= 2:
-            mirror[0], mirror[1] = True, False
+        images, offsets, mirror, _, _ = normalize_inputs(n, h, w, oh, ow, channels, gen)
         want = R.normalize_images(images, offsets, mirror, oh, ow, mean, std, out_dtype)
         got = OPS.normalize_images(images, offsets, mirror, oh, ow, mean, std, out_dtype)
         assert_normalize_close(got, want, std, mean)

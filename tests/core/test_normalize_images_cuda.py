@@ -15,6 +15,7 @@ import textwrap
 import pytest
 import tlengine.kernels as K
 import torch
+from test_kernels import normalize_inputs
 from tlengine.kernels import reference as R
 
 pytestmark = [
@@ -33,17 +34,7 @@ def cuda_kernel():
     assert "cuda" in K.status()["kernels"]["normalize_images"], "the extension has no CUDA normalize_images kernel"
 
 
-def inputs(n, h, w, oh, ow, channels, gen):
-    images = torch.randint(0, 256, (n, h, w, channels), generator=gen, dtype=torch.uint8)
-    offsets = torch.stack(
-        [torch.randint(0, h - oh + 1, (n,), generator=gen), torch.randint(0, w - ow + 1, (n,), generator=gen)], 1
-    )
-    mirror = torch.rand(n, generator=gen) < 0.5
-    if n >= 2:
-        mirror[0], mirror[1] = True, False
-    mean = [0.05 + 0.07 * c for c in range(channels)]  # distinct per channel
-    std = [0.15 + 0.11 * c for c in range(channels)]
-    return images, offsets, mirror, mean, std
+inputs = normalize_inputs  # uint8 NHWC images, crops, mirror flags, per-channel distinct mean / std
 
 
 def ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
