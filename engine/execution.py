@@ -22,7 +22,15 @@ offers, through :meth:`TransferModel.run_part`, for every task alike:
   (recorded per model signature in ``$TLENGINE_CACHE_DIR/inductor``, where inductor's
   own cache also lives, so a second run loads the compiled code instead of building it).
   Batches smaller than the first compiled batch are zero-padded, larger ones chunked,
-  so one compiled graph serves every batch size.
+  so one compiled graph serves every batch size;
+* **frozen blocks of a trained part** — when a fine-tune freezes the lower blocks of a
+  part (``unfreeze: k``, gradual unfreezing), :meth:`Execution.freeze_blocks` runs each
+  frozen block under autocast in the reduced dtype (its output cast back to float32, so
+  the trained blocks above stay fp32). Inference mode is impossible there (the trained
+  blocks save their inputs for backward); the blocks build no graph because nothing in
+  them requires grad. The part's first training call checks the part's output with the
+  frozen blocks reduced against fp32 (eval mode, no grad), with the same tolerance; a
+  block holding a trained attached part (an adapter) stays fp32.
 
 :func:`configure_execution` attaches an :class:`Execution` to a model; without one,
 ``run_part`` keeps its plain behaviour (frozen parts under ``no_grad``).
@@ -36,7 +44,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -127,6 +135,14 @@ class PartExecution:
     compiled_samples: int = 0
     decided: bool = False
     signature: str = ""  # what compile records are keyed by (model class, size, precision, device, torch)
+    # the frozen blocks of this part while the part itself trains (see Execution.freeze_blocks)
+    block_dtype: torch.dtype | None = None
+    blocks: list["ReducedForward"] = field(default_factory=list)
+    blocks_checked: bool = False
+    blocks_min_cosine: float | None = None
+    blocks_fell_back: bool = False
+    most_frozen_blocks: int = 0
+    reduced_modules: int = 0  # wrapped modules that ran in the check (a block the forward never calls does not)
 
     def stats(self) -> dict[str, Any]:
         ran_reduced = self.checked and self.dtype is not None  # a trained part runs in fp32 (or train.amp)
@@ -141,7 +157,47 @@ class PartExecution:
             out["fell_back_to_fp32"] = True
         if self.compile_seconds is not None:
             out["compile_seconds"] = round(self.compile_seconds, 2)
+        if self.most_frozen_blocks:
+            reduced = self.blocks_checked and self.block_dtype is not None and not self.blocks_fell_back
+            out["frozen_blocks"] = {
+                "count": self.most_frozen_blocks,
+                "precision": DTYPE_NAMES.get(self.block_dtype, str(self.block_dtype)) if reduced else "fp32",
+                "modules_reduced": self.reduced_modules if reduced else 0,
+            }
+            if self.blocks_min_cosine is not None:
+                out["frozen_blocks"]["min_cosine_to_fp32"] = round(self.blocks_min_cosine, 6)
+            if self.blocks_fell_back:
+                out["frozen_blocks"]["fell_back_to_fp32"] = True
         return out
+
+
+class ReducedForward:
+    """A frozen block's ``forward``, run under autocast in ``dtype`` with float32 outputs.
+
+    Installed as the module's instance attribute ``forward`` (``nn.Module.__call__`` looks
+    it up there first), so the module, its parameters and its state-dict keys stay as they
+    are; :meth:`remove` puts the class's forward back. ``enabled`` off runs plain fp32
+    (the reference side of the check).
+    """
+
+    def __init__(self, module: nn.Module, device_type: str, dtype: torch.dtype):
+        self.module, self.device_type, self.dtype = module, device_type, dtype
+        self.enabled = True
+        self.calls = 0  # reduced-precision calls (the check counts the blocks that really ran)
+        self._forward = module.forward
+        module.forward = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return self._forward(*args, **kwargs)
+        self.calls += 1
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self._forward(*args, **kwargs)
+        return _cast_outputs(out)
+
+    def remove(self) -> None:
+        if self.module.__dict__.get("forward") is self:
+            del self.module.__dict__["forward"]
 
 
 @dataclass
@@ -171,6 +227,34 @@ class Execution:
     def stats(self) -> dict[str, Any]:
         return {name: px.stats() for name, px in self.parts.items()}
 
+    def freeze_blocks(self, part: str, blocks: list[nn.Module], keep_fp32: Sequence[nn.Module] = ()) -> None:
+        """Run ``blocks`` (frozen blocks of pretrained part ``part``, which itself trains) in
+        the part's reduced precision from now on, replacing the previous call's set; an empty
+        list puts every block back to plain fp32. Blocks containing a module of
+        ``keep_fp32`` (trained parts attached inside them) stay fp32. Called by
+        ``Strategy.apply`` each epoch."""
+        px = self.parts.get(part)
+        if px is None:
+            return
+        for wrapper in px.blocks:
+            wrapper.remove()
+        px.blocks = []
+        px.most_frozen_blocks = max(px.most_frozen_blocks, len(blocks))
+        if px.block_dtype is None or px.blocks_fell_back or not blocks:
+            return
+        trained = {id(m) for kept in keep_fp32 for m in kept.modules()}
+        for block in blocks:
+            if any(id(m) in trained for m in block.modules()):
+                continue
+            # a BlockGroup only references its members: the members are what runs
+            members = list(block.parts) if isinstance(getattr(block, "parts", None), nn.ModuleList) else [block]
+            px.blocks += [ReducedForward(m, self.device.type, px.block_dtype) for m in members]
+
+    def release(self) -> None:
+        """Give every module its own forward back (the trained model is saved plain)."""
+        for name in self.parts:
+            self.freeze_blocks(name, [])
+
     def run(self, name: str, module: nn.Module, frozen: bool, args: tuple, kwargs: dict) -> Any:
         """Call ``module`` (part ``name``) the way this plan says."""
         px = self.parts.get(name)
@@ -182,6 +266,8 @@ class Execution:
         if px.channels_last:
             args = _map(args, _to_channels_last)
         if not frozen:
+            if px.blocks and not px.blocks_checked:
+                self._check_blocks(px, module, args, kwargs)
             return module(*args, **kwargs)
         grad_off = torch.inference_mode() if not torch.is_grad_enabled() else torch.no_grad()
         with grad_off:
@@ -222,6 +308,37 @@ class Execution:
         self.echo(note)
         px.dtype, px.fell_back = None, True
         return reference
+
+    def _check_blocks(self, px: PartExecution, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """The part's output with its frozen blocks reduced vs all fp32, in eval mode (no
+        BatchNorm statistics move, no dropout) and without autograd; fp32 blocks if too far."""
+        px.blocks_checked = True
+        modes = {m: m.training for m in module.modules()}
+        module.eval()
+        try:
+            with torch.no_grad():
+                for wrapper in px.blocks:
+                    wrapper.enabled = False
+                reference = module(*args, **kwargs)
+                for wrapper in px.blocks:
+                    wrapper.enabled = True
+                reduced = module(*args, **kwargs)
+        finally:
+            for m, training in modes.items():
+                m.training = training
+        px.blocks_min_cosine = min_cosine(reference, reduced)
+        px.reduced_modules = sum(1 for wrapper in px.blocks if wrapper.calls)
+        if px.blocks_min_cosine >= self.config.tolerance:
+            return
+        note = (
+            f"extraction: the frozen blocks of part '{px.name}' in {DTYPE_NAMES[px.block_dtype]} are not within "
+            f"tolerance of fp32 (lowest cosine similarity {px.blocks_min_cosine:.6f} < {self.config.tolerance}); "
+            "they run in fp32"
+        )
+        self.notes.append(note)
+        self.echo(note)
+        px.blocks_fell_back = True
+        self.freeze_blocks(px.name, [])
 
     def _count(self, px: PartExecution, args: tuple, seconds: float, *, eager: bool) -> None:
         n = _batch_of(args)
@@ -358,6 +475,7 @@ def configure_execution(
         parts[name] = PartExecution(
             name, part.pretrained, cl, dtype if part.pretrained else None, config.compile if part.pretrained else "off"
         )
+        parts[name].block_dtype = parts[name].dtype
     execution = Execution(config, device, parts, echo)
     model.execution = execution
     return execution
@@ -399,6 +517,16 @@ def _map(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(x, dict):
         return {k: _map(v, fn) for k, v in x.items()}
     return x
+
+
+def _cast_outputs(out: Any) -> Any:
+    """Floating tensors of a block's output to float32; a dict-like output (a transformers
+    ``ModelOutput``) is updated in place so it keeps its type."""
+    if isinstance(out, dict):
+        for key in list(out.keys()):
+            out[key] = _map(out[key], _to_float32)
+        return out
+    return _map(out, _to_float32)
 
 
 def _to_channels_last(t: torch.Tensor) -> torch.Tensor:

@@ -189,6 +189,16 @@ class Strategy:
                 for p in part.module.parameters():
                     p.requires_grad_(True)
         model.frozen_parts = fully_frozen if self.frozen_backbone else set()
+        execution = getattr(model, "execution", None)
+        if execution is not None:  # frozen blocks of a part that trains run in reduced precision
+            attached = [p.module for p in model.parts.values() if p.attached]
+            for part in model.pretrained_parts:
+                frozen = (
+                    []
+                    if part.name in model.frozen_parts
+                    else [m for i, (_, m) in enumerate(part.blocks) if i in self._frozen[part.name]]
+                )
+                execution.freeze_blocks(part.name, frozen, keep_fp32=attached)
         return trainable
 
     def train_mode(self, model: TransferModel) -> None:

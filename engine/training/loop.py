@@ -289,7 +289,8 @@ def train_arm(
     if cached is not None:
         cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}
         cached.close()
-    model.execution = None  # the plan holds compiled code: the saved model is the plain one
+    execution.release()
+    model.execution = None  # the plan holds compiled code and block wrappers: the saved model is the plain one
     total = seconds + (cached.extraction_seconds if cached else 0.0)
     return ArmResult(
         arm.name,

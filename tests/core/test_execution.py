@@ -214,3 +214,116 @@ def test_bare_on_off_in_yaml_mean_on_off() -> None:
     config = ExtractionConfig.model_validate({"channels_last": True, "compile": False})
     assert (config.channels_last, config.compile) == ("on", "off")
     assert TrainConfig.model_validate({"amp": True}).amp == "on"
+
+
+# ---------------------------------------------------------------------- frozen blocks of a fine-tune
+def block_model(seed: int = 0) -> TransferModel:
+    """Three real blocks (each one a submodule the forward calls), BatchNorm in the top one."""
+    torch.manual_seed(seed)
+    body = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    )
+    blocks = [("b0", body[0]), ("b1", body[1]), ("b2", body[2])]
+    return TransferModel(Backbone(body, 16, blocks, {}, "toy-blocks"), nn.Linear(16, 4))
+
+
+def fine_tune(**kwargs):
+    from tlengine.config import StrategyConfig
+    from tlengine.strategies.fine_tune import FineTune
+
+    return FineTune(StrategyConfig(name="fine-tune", **kwargs))
+
+
+def test_frozen_blocks_of_a_fine_tune_run_bf16_checked_and_the_top_trains() -> None:
+    model = block_model()
+    x = torch.randn(4, 3, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        fp32 = model.forward_features(x)
+    execution = configure_execution(model, ExtractionConfig(precision="bf16", tolerance=0.99), device=CPU)
+    strategy = fine_tune(unfreeze=1)
+    strategy.apply(model, 1)
+    assert "forward" in model.backbone[0].__dict__ and "forward" in model.backbone[1].__dict__
+    assert "forward" not in model.backbone[2].__dict__  # the trained block stays plain fp32
+    with torch.no_grad():
+        reduced = model.forward_features(x)
+    assert reduced.dtype == torch.float32
+    assert not torch.equal(reduced, fp32) and min_cosine(fp32, reduced) >= 0.99
+    execution.release()
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), fp32)
+
+    model = block_model()
+    execution = configure_execution(model, ExtractionConfig(precision="bf16", tolerance=0.99), device=CPU)
+    strategy.apply(model, 1)
+    strategy.train_mode(model)
+    out = model(x)  # the first training call: the check runs first, in eval mode
+    assert int(model.backbone[2][1].num_batches_tracked) == 1  # one training forward moved BatchNorm
+    out.sum().backward()
+    assert model.backbone[2][0].weight.grad is not None and model.head.weight.grad is not None
+    assert all(p.grad is None for p in model.backbone[0].parameters())
+    stats = execution.stats()["backbone"]["frozen_blocks"]
+    assert stats["count"] == 2 and stats["precision"] == "bf16" and stats["modules_reduced"] == 2
+    assert 0.99 <= stats["min_cosine_to_fp32"] <= 1.0
+
+
+def test_frozen_blocks_beyond_tolerance_fall_back_to_fp32_with_one_line() -> None:
+    model = block_model()
+    x = torch.randn(4, 3, 16, 16)
+    lines: list[str] = []
+    execution = configure_execution(
+        model, ExtractionConfig(precision="bf16", tolerance=1.0), device=CPU, echo=lines.append
+    )
+    strategy = fine_tune(unfreeze=1)
+    strategy.apply(model, 1)
+    model.eval()
+    with torch.enable_grad():
+        out = model.forward_features(x)
+    execution.release()
+    with torch.no_grad():
+        torch.testing.assert_close(out.detach(), model.forward_features(x))
+    assert len(lines) == 1 and "frozen blocks of part 'backbone'" in lines[0] and "fp32" in lines[0]
+    stats = execution.stats()["backbone"]["frozen_blocks"]
+    assert stats["precision"] == "fp32" and stats["fell_back_to_fp32"] is True
+    strategy.apply(model, 2)  # a fallen-back part stays fp32 in later epochs
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_gradual_unfreezing_shrinks_the_reduced_blocks_and_whole_frozen_parts_keep_their_own_path() -> None:
+    from tlengine.config import GradualUnfreezing
+
+    model = block_model()
+    execution = configure_execution(model, ExtractionConfig(precision="bf16"), device=CPU)
+    strategy = fine_tune(gradual_unfreezing=GradualUnfreezing(start_epoch=1, every_epochs=1))
+    wrapped = lambda: [i for i in range(3) if "forward" in model.backbone[i].__dict__]  # noqa: E731
+    strategy.apply(model, 1)
+    assert wrapped() == [0, 1, 2]  # nothing thawed yet: every block frozen
+    strategy.apply(model, 2)
+    assert wrapped() == [0, 1]
+    strategy.apply(model, 4)
+    assert wrapped() == []
+    fe = frozen_strategy()
+    fe.apply(model, 1)  # feature extraction: the whole part is frozen and runs through Execution.run
+    assert model.frozen_parts == {"backbone"} and wrapped() == []
+    assert execution.parts["backbone"].most_frozen_blocks == 3
+
+
+def frozen_strategy():
+    from tlengine.config import StrategyConfig
+    from tlengine.strategies.feature_extraction import FeatureExtraction
+
+    return FeatureExtraction(StrategyConfig(name="feature-extraction"))
+
+
+def test_a_frozen_block_holding_a_trained_adapter_stays_fp32() -> None:
+    model = block_model()
+    adapter = nn.Conv2d(8, 8, 1)
+    model.backbone[0].append(adapter)
+    model.add_part("adapter", adapter, owner="strategy", attached=True)
+    configure_execution(model, ExtractionConfig(precision="bf16"), device=CPU)
+    fine_tune(unfreeze=1).apply(model, 1)
+    assert "forward" not in model.backbone[0].__dict__ and "forward" in model.backbone[1].__dict__
