@@ -103,6 +103,7 @@ class PartPlan(Strict):
     init: Literal["pretrained", "random"] | None = Field(None, description="default: the strategy's (scratch: random)")
     unfreeze: Union[Literal["all"], int, None] = Field(None, description="top-k blocks of this part that train, or all")
     lr_mult: float | None = Field(None, gt=0.0, description="this part's lr = train.lr * lr_mult")
+    layer_decay: float | None = Field(None, gt=0.0, le=1.0, description="layer-wise lr decay of this part's blocks")
     gradual_unfreezing: GradualUnfreezing | None = None
 
     @field_validator("unfreeze")
@@ -176,6 +177,12 @@ class StrategyConfig(Strict):
     )
     backbone_lr_mult: float = Field(0.1, gt=0.0, description="fine-tune: pretrained parts' lr = train.lr * this")
     gradual_unfreezing: GradualUnfreezing | None = None
+    layer_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="fine-tune: block i of n (0 = input side) trains at the part's lr * layer_decay**(n-1-i)",
+    )
     update_frozen_bn: bool = Field(False, description="let BatchNorm layers in frozen blocks update running stats")
     parts: dict[str, PartPlan] = Field(default_factory=dict, description="per-part init / unfreeze / lr_mult overrides")
     epochs: int | None = Field(None, ge=1, description="overrides train.epochs for this arm")

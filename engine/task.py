@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Mapping, Seq
 
 import torch
 from pydantic import BaseModel, ConfigDict
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 
 from .config import TrainConfig
 from .execution import InputFormat
@@ -185,17 +185,27 @@ class Task(ABC):
     def loader(
         self, dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
     ) -> DataLoader:
-        """A DataLoader whose order depends only on ``seed`` (so resumed runs match)."""
+        """A DataLoader whose order depends only on ``seed`` (so resumed runs match); when
+        shuffling, batches are drawn by :meth:`sample_weights` if the task gives any."""
         generator = torch.Generator().manual_seed(seed)
+        weights = self.sample_weights(dataset) if shuffle else None
+        sampler = WeightedRandomSampler(weights, len(weights), generator=generator) if weights is not None else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             generator=generator,
             num_workers=num_workers,
             collate_fn=self.collate,
             persistent_workers=False,
         )
+
+    def sample_weights(self, dataset: Dataset) -> torch.Tensor | None:
+        """Per-sample weights [N] for drawing the training batches of ``dataset`` with
+        replacement (a class-balanced sampler), or None for a plain shuffle. Used by
+        :meth:`loader` and by the feature cache's training batches alike."""
+        return None
 
     @abstractmethod
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:

@@ -90,6 +90,9 @@ class Strategy:
     Args: ClassVar[type[BaseModel]] = NoArgs
     #: names of the stage's ``extra_data`` datasets this strategy needs
     extra_data: ClassVar[tuple[str, ...]] = ()
+    #: the arm is fitted by one call of :meth:`fit` (a classical baseline such as TF-IDF +
+    #: logistic regression), not by gradient steps: no optimizer, no epochs
+    fits_directly: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig):
         self.config = config
@@ -137,6 +140,11 @@ class Strategy:
     def prepare(self, model: TransferModel, data: "TaskData") -> None:
         """Called once per arm, after the model is built and before the optimizer: add
         parts here with ``model.add_part(name, module, owner="strategy")``."""
+
+    def fit(self, task: "Task", model: TransferModel, data: "TaskData", *, seed: int) -> None:
+        """Fit the arm in one go (only for ``fits_directly`` strategies); called once, after
+        :meth:`prepare`, with the model on its device. The loop then evaluates ``model``."""
+        raise NotImplementedError(f"strategy '{self.name}' trains by gradient steps, not by fit()")
 
     def training_step(self, step: StepContext) -> dict[str, torch.Tensor]:
         """Named losses of one batch; the loop back-propagates their sum and logs each.

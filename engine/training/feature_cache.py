@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from ..cache import CacheKey, FeatureCache, fingerprint_state_dict
 from ..config import CacheConfig
@@ -355,15 +355,19 @@ class CachedFeatures:
         return self.task.cached_inputs(feats, lengths)
 
     def train_loader(self, epoch: int, *, batch_size: int, seed: int) -> DataLoader:
-        """One view per sample for this epoch, shuffled by ``seed``."""
+        """One view per sample for this epoch, shuffled by ``seed`` (or drawn by the task's
+        ``sample_weights``, e.g. class-balanced)."""
         cache, targets = self.caches["train"], self.targets["train"]
         n = len(targets)
         rows = FeatureCache.row_index(torch.arange(n), cache.views, cache.draw_views(epoch, n, seed))
         generator = torch.Generator().manual_seed(seed)
+        weights = self.task.sample_weights(self.data.train)
+        sampler = WeightedRandomSampler(weights, n, generator=generator) if weights is not None else None
         return DataLoader(
             _RowBatches(self, "train", rows, targets),
             batch_size=batch_size,
-            shuffle=True,
+            shuffle=sampler is None,
+            sampler=sampler,
             generator=generator,
             collate_fn=_identity_collate,
         )

@@ -130,6 +130,8 @@ def train_arm(
     seed_everything(derive_seed(arm.seed, arm.name, "prepare"))
     strategy.prepare(model, arm.data)
     model.to(device)
+    if strategy.fits_directly:
+        return _fit_arm(task, arm, device=device, on_epoch=on_epoch, num_workers=num_workers)
     execution = configure_execution(
         model, arm.extraction, device=device, task_allows_reduced=task.allows_reduced_precision, echo=echo
     )
@@ -305,6 +307,34 @@ def train_arm(
         stopped_early=bool(best["stopped"]),
         execution=execution.stats(),
     )
+
+
+def _fit_arm(
+    task: Task, arm: Arm, *, device: torch.device, on_epoch: Callable[[dict[str, Any]], None], num_workers: int
+) -> ArmResult:
+    """An arm whose strategy fits in one call (``Strategy.fits_directly``): fit, then
+    evaluate like any arm; its history is one record (``epoch`` 1)."""
+    t0 = time.perf_counter()
+    seed_everything(derive_seed(arm.seed, arm.name, 1))
+    arm.strategy.fit(task, arm.model, arm.data, seed=arm.seed)
+    seconds = time.perf_counter() - t0
+
+    def loader(split: str) -> Any:
+        return task.loader(
+            getattr(arm.data, split), batch_size=arm.train.batch_size, shuffle=False, seed=0, num_workers=num_workers
+        )
+
+    val_eval = evaluate(task, arm.model, loader("val"), arm.data.info, device=device) if len(arm.data.val) else None
+    test_eval = evaluate(task, arm.model, loader("test"), arm.data.info, device=device)
+    record: dict[str, Any] = {"stage": arm.stage, "arm": arm.name, "seed": arm.seed, "epoch": 1}
+    if val_eval is not None:
+        record.update({f"val_{k}": v for k, v in val_eval.metrics.items()})
+    record["seconds"] = round(seconds, 3)
+    on_epoch(record)
+    if arm.model.execution is not None:
+        arm.model.execution.release()
+        arm.model.execution = None
+    return ArmResult(arm.name, arm.strategy.name, test_eval, val_eval, seconds, 1, [record], best_epoch=1)
 
 
 def _batch_size(targets: Any) -> int:
