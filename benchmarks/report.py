@@ -273,9 +273,136 @@ def _extraction_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> l
     return lines
 
 
+def _text_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Text: naive vs cached training arms (accuracy and macro-F1) and the encoder's texts/s by padding."""
+    meta = result.get("text", result)
+    training = [r for r in rows if r.get("kind") == "text-training"]
+    throughput = [r for r in rows if r.get("kind") == "text-throughput"]
+    lines: list[str] = []
+    if training:
+        tmeta = meta.get("training") or {}
+        lines += ["## Text training: feature extraction, naive vs cached (fp32, bf16 encoder)", ""]
+        lines.append(
+            f"Pipeline `{Path(tmeta.get('pipeline', '')).name}` through `tlengine run`, one process per arm; "
+            "seconds = the arm's time in metrics.json (cached arms include building the cache), accuracy and "
+            "macro-F1 = final test metrics; encoder = the frozen encoder's precision as the run's execution plan "
+            "reports it (cos = its first-batch check against fp32)."
+        )
+        lines.append("")
+        body = []
+        for r in training:
+            cos = r.get("min_cosine_to_fp32")
+            body.append(
+                [
+                    r["arm"],
+                    _backbone_form(r),
+                    str(r.get("epochs")),
+                    _num(r.get("seconds")),
+                    _x(r.get("speedup_vs_naive")),
+                    _num(r.get("accuracy"), 4),
+                    _num(r.get("macro_f1"), 4),
+                    _num(r.get("accuracy_delta_points")),
+                    _num(r.get("macro_f1_delta_points")),
+                    _num(r.get("extraction_seconds")),
+                    "—" if cos is None else f"{cos:.6f}",
+                    _num(r.get("wall_seconds")),
+                ]
+            )
+        lines += _table(
+            [
+                "arm",
+                "encoder",
+                "epochs",
+                "seconds",
+                "speed-up vs naive",
+                "accuracy",
+                "macro-F1",
+                "Δ acc (points)",
+                "Δ F1 (points)",
+                "cache build s",
+                "cos",
+                "wall s (process)",
+            ],
+            body,
+        )
+        lines.append("")
+        notes = [f"`{r['arm']}`: {r['error']}" for r in training if r.get("error")]
+        notes += [f"`{r['arm']}`: {r['note']}" for r in training if r.get("note")]
+        target = tmeta.get("accuracy_points_target")
+        notes += [
+            f"`{r['arm']}` accuracy within {target:g} point of naive: {_met(r.get('accuracy_met'))}"
+            for r in training
+            if r["arm"] != "naive" and target is not None
+        ]
+        if tmeta.get("busy_warning"):
+            notes.append(tmeta["busy_warning"])
+        if notes:
+            lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    if throughput:
+        pmeta = meta.get("throughput") or {}
+        lines += ["## Text encoding: texts/s, dynamic padding vs padding to max_length", ""]
+        lines.append(
+            f"`{pmeta.get('weights')}` under `torch.inference_mode` on {pmeta.get('texts')} texts, batch "
+            f"{pmeta.get('batch')}, max_length {pmeta.get('max_length')}; median of {pmeta.get('repeats')} timed "
+            f"round(s) after {pmeta.get('warmup')} warm-up round(s), the forms alternating within a round. "
+            "Tokenisation of every text: "
+            f"{_num(pmeta.get('tokenize_seconds'))} s ({_num(pmeta.get('tokenize_texts_per_s'))} texts/s), "
+            "counted in texts/s; encode = collating + encoder + masked mean pooling only. tokens/text = real "
+            "tokens, padded = positions the encoder ran; vs max_length = texts/s / pad-to-max-length's; cos = "
+            "lowest per-text cosine of the pooled features to pad-to-max-length fp32."
+        )
+        lines.append("")
+        body = []
+        for r in throughput:
+            if r.get("error"):
+                body.append([r["form"], r["padding"], r["order"], r["precision"]] + ["error"] + ["—"] * 6)
+                continue
+            cos = r.get("min_cosine_vs_max_length")
+            body.append(
+                [
+                    r["form"],
+                    r["padding"],
+                    r["order"],
+                    r["precision"],
+                    _num(r.get("tokens_per_text")),
+                    _num(r.get("padded_tokens_per_text")),
+                    _num(r.get("encode_texts_per_s")),
+                    _num(r.get("texts_per_s")),
+                    _x(r.get("speedup_vs_max_length")),
+                    "—" if cos is None else f"{cos:.6f}",
+                    _num(r.get("encode_seconds")),
+                ]
+            )
+        lines += _table(
+            [
+                "form",
+                "padding",
+                "order",
+                "precision",
+                "tokens/text",
+                "padded/text",
+                "encode texts/s",
+                "texts/s (with tokenisation)",
+                "vs max_length",
+                "cos",
+                "encode s",
+            ],
+            body,
+        )
+        lines.append("")
+        notes = [f"`{r['form']}`: {r['error']}" for r in throughput if r.get("error")]
+        if pmeta.get("busy_warning"):
+            notes.append(pmeta["busy_warning"])
+        if notes:
+            lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    return lines
+
+
 def to_markdown(result: dict[str, Any]) -> str:
-    """Kernel, extraction and/or training tables for a result of kernels, training, extraction or all."""
+    """Kernel, extraction, training and/or text tables for a result of kernels, training, extraction, text or all."""
     rows = result.get("rows", [])
+    text_rows = [r for r in rows if str(r.get("kind", "")).startswith("text-")]
+    rows = [r for r in rows if not str(r.get("kind", "")).startswith("text-")]
     kernel_rows = [r for r in rows if r.get("kind") == "kernel" or ("op" in r and "arm" not in r)]
     training_rows = [r for r in rows if r.get("kind") == "training" or ("arm" in r and "op" not in r)]
     extraction_rows = [r for r in rows if r.get("kind") == "extraction"]
@@ -283,6 +410,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         result.get("hardware")
         or (result.get("kernels") or {}).get("hardware")
         or (result.get("extraction") or {}).get("hardware")
+        or (result.get("text") or {}).get("hardware")
     )
     head = [
         "# tlengine benchmarks",
@@ -299,6 +427,11 @@ def to_markdown(result: dict[str, Any]) -> str:
         out += _extraction_section(result, extraction_rows)
     if training_rows:
         out += _training_section(result, training_rows)
+    if text_rows:
+        out += _text_section(result, text_rows)
+    skipped = result.get("skipped") or (result.get("text") or {}).get("skipped")
+    if skipped:
+        out += [skipped, ""]
     return "\n".join(out).rstrip() + "\n"
 
 

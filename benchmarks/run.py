@@ -1,11 +1,14 @@
-"""``python -m benchmarks.run kernels|training|extraction|all [--json] [--quick] [--out DIR]``.
+"""``python -m benchmarks.run kernels|training|extraction|text|all [--json] [--quick] [--out DIR]``.
 
 * ``kernels`` - fused ops vs eager reference vs torch.compile (:mod:`benchmarks.kernels`);
 * ``training`` - feature-extraction training, naive vs cached arms, through ``tlengine run``
   (:mod:`benchmarks.training`);
 * ``extraction`` - images/s of frozen backbones in each execution form: eager fp32,
   channels-last, bf16, torch.compile (:mod:`benchmarks.extraction`);
-* ``all`` - the three, in that order, in one result.
+* ``text`` - text feature-extraction training, naive vs cached arms, through ``tlengine run``,
+  and the MiniLM encoder's texts/s with dynamic padding vs padding to max_length
+  (:mod:`benchmarks.text`; skipped, saying so, without the minilm-l6 weights);
+* ``all`` - the four, in that order, in one result.
 
 Also the body of ``tlengine bench``: :func:`main` puts the repository root on ``sys.path``
 first, so it works from any working directory (and as ``python benchmarks/run.py``).
@@ -32,7 +35,7 @@ def _echo(line: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["kernels", "training", "extraction", "all"])
+    p.add_argument("what", choices=["kernels", "training", "extraction", "text", "all"])
     p.add_argument("--json", action="store_true", help="print one JSON object instead of markdown")
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not numbers")
     p.add_argument("--out", type=Path, help="also write <kind>.json and <kind>.md into this folder")
@@ -40,14 +43,14 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         default="auto",
         help="kernels: cpu, cuda, cuda:N, or auto = CPU and, when present, CUDA (default); "
-        "extraction: one device, auto = CUDA when present, else CPU",
+        "extraction, text: one device, auto = CUDA when present, else CPU",
     )
-    p.add_argument("--epochs", type=int, default=None, help="training: epochs per arm (default 10; quick: 2)")
+    p.add_argument("--epochs", type=int, default=None, help="training, text: epochs per arm (default 10; quick: 2)")
     p.add_argument(
         "--runs-dir",
         type=Path,
         default=None,
-        help="training: keep the arms' run directories here (default: a temporary folder)",
+        help="training, text: keep the arms' run directories here (default: a temporary folder)",
     )
     p.add_argument(
         "--threads",
@@ -99,6 +102,20 @@ def _extraction(args: argparse.Namespace) -> dict[str, Any]:
     return run_extraction_benchmark(quick=args.quick, compile=not args.no_compile, device=args.device, echo=_echo)
 
 
+def _text(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.text import run_text_benchmark
+
+    epochs = args.epochs or (2 if args.quick else 10)
+    return run_text_benchmark(
+        epochs=epochs,
+        quick=args.quick,
+        output_dir=args.runs_dir,
+        threads=args.threads,
+        device=args.device,
+        echo=_echo,
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         import torch
@@ -110,7 +127,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _training(args)
     if args.what == "extraction":
         return _extraction(args)
-    kernels, extraction, training = _kernels(args), _extraction(args), _training(args)
+    if args.what == "text":
+        return _text(args)
+    kernels, extraction, training, text = _kernels(args), _extraction(args), _training(args), _text(args)
     strip = lambda r: {k: v for k, v in r.items() if k != "rows"}  # noqa: E731
     return {
         "kind": "all",
@@ -122,7 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "kernels": strip(kernels),
         "extraction": strip(extraction),
         "training": strip(training),
-        "rows": kernels["rows"] + extraction["rows"] + training["rows"],
+        "text": strip(text),
+        "rows": kernels["rows"] + extraction["rows"] + training["rows"] + text["rows"],
     }
 
 

@@ -174,10 +174,12 @@ def _row(arm: str, outcome: dict[str, Any], epochs: int, run_dir: Path) -> dict[
     return row
 
 
-def _execution_summary(execution: Any, cache: Any) -> dict[str, Any]:
-    """The frozen backbone's form as the run reports it: precision, channels-last, compiled."""
+def _execution_summary(execution: Any, cache: Any, part_name: str = "backbone") -> dict[str, Any]:
+    """The frozen part's form as the run reports it: precision, channels-last, compiled.
+
+    part_name: the frozen part of the task's model (images: ``backbone``, texts: ``encoder``)."""
     parts = execution if isinstance(execution, dict) else {}
-    part = parts.get("backbone")
+    part = parts.get(part_name)
     if not isinstance(part, dict):  # another task's model: its first part with a check or compile
         part = next(
             (p for p in parts.values() if isinstance(p, dict) and ("min_cosine_to_fp32" in p or p.get("compiled"))),
@@ -193,6 +195,61 @@ def _execution_summary(execution: Any, cache: Any) -> dict[str, Any]:
         "min_cosine_to_fp32": part.get("min_cosine_to_fp32"),
         "fell_back_to_fp32": part.get("fell_back_to_fp32", False) if part else None,
     }
+
+
+def _describe(row: dict[str, Any]) -> str:
+    """One progress line's worth of an arm's row."""
+    return (
+        f"{row['seconds']} s, accuracy {row['accuracy']}, backbone "
+        f"{row.get('extraction_precision')}{' compiled' if row.get('compiled') else ''}"
+    )
+
+
+def run_arms(
+    arms: dict[str, list[str]],
+    common: list[str],
+    *,
+    pipeline: Path,
+    epochs: int,
+    output_dir: str | Path | None = None,
+    timeout: float = 1800,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = None,
+    make_row: Callable[[str, dict[str, Any], int, Path], dict[str, Any]] = _row,
+    describe: Callable[[dict[str, Any]], str] = _describe,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run ``pipeline`` once per arm through the CLI (``common`` then the arm's overrides),
+    each in its own process; returns (one row per arm, in order, built by ``make_row`` from
+    the arm's metrics.json; :class:`OtherLoad` summary over all the arms).
+
+    output_dir: where the run directories go (default: a temporary folder, removed
+    afterwards, and the rows' ``run_dir`` set to None). threads: OMP_NUM_THREADS of the runs.
+    """
+    tmp = None
+    if output_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="tlengine-bench-")
+        root = Path(tmp.name)
+    else:
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    load = OtherLoad().__enter__()
+    try:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for arm, overrides in arms.items():
+            run_dir = root / f"{arm}-{stamp}"
+            outcome = _run_arm(arm, [*common, *overrides], run_dir, pipeline, timeout, echo, threads)
+            row = make_row(arm, outcome, epochs, run_dir)
+            if tmp is not None:
+                row["run_dir"] = None  # removed with the temporary folder
+            rows.append(row)
+            if echo:
+                echo(f"[{arm}] " + (f"error: {row['error']}" if "error" in row else describe(row)))
+    finally:
+        load.__exit__(None, None, None)
+        if tmp is not None:
+            tmp.cleanup()
+    return rows, load.summary()
 
 
 def run_training_benchmark(
@@ -223,39 +280,17 @@ def run_training_benchmark(
     if quick:
         common += QUICK_OVERRIDES
     common += list(extra_overrides or [])
-    tmp = None
-    if output_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="tlengine-bench-")
-        root = Path(tmp.name)
-    else:
-        root = Path(output_dir)
-        root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = []
-    load = OtherLoad().__enter__()
-    try:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for arm in arms:
-            run_dir = root / f"{arm}-{stamp}"
-            outcome = _run_arm(arm, [*common, *ARMS[arm]], run_dir, pipeline, timeout, echo, threads)
-            row = _row(arm, outcome, epochs, run_dir)
-            if tmp is not None:
-                row["run_dir"] = None  # removed with the temporary folder
-            rows.append(row)
-            if echo:
-                echo(
-                    f"[{arm}] "
-                    + (
-                        f"error: {row['error']}"
-                        if "error" in row
-                        else f"{row['seconds']} s, accuracy {row['accuracy']}, backbone "
-                        f"{row.get('extraction_precision')}{' compiled' if row.get('compiled') else ''}"
-                    )
-                )
-    finally:
-        load.__exit__(None, None, None)
-        if tmp is not None:
-            tmp.cleanup()
+    rows, load = run_arms(
+        {arm: ARMS[arm] for arm in arms},
+        common,
+        pipeline=pipeline,
+        epochs=epochs,
+        output_dir=output_dir,
+        timeout=timeout,
+        threads=threads,
+        echo=echo,
+    )
     _compare(rows)
     device = next((r.get("device") for r in rows if r.get("device")), None)
     return {
@@ -268,7 +303,7 @@ def run_training_benchmark(
         "pipeline": str(pipeline),
         "overrides": common,
         "seconds": round(time.perf_counter() - started, 1),
-        **load.summary(),
+        **load,
         "targets": _targets(rows, epochs),
         "rows": rows,
     }

@@ -313,7 +313,7 @@ def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> N
 
 
 @main.command()
-@click.argument("what", type=click.Choice(["kernels", "training", "extraction", "all"]))
+@click.argument("what", type=click.Choice(["kernels", "training", "extraction", "text", "all"]))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--quick", is_flag=True, help="Small sizes (seconds, for smoke tests).")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write JSON and markdown here.")
@@ -323,7 +323,8 @@ def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> N
 @handle_errors
 def bench(what: str, as_json: bool, quick: bool, out: Path | None, no_compile: bool) -> None:
     """Fused ops vs eager vs torch.compile; cached vs naive feature-extraction training;
-    frozen-backbone images/s eager / channels-last / bf16 / compiled."""
+    frozen-backbone images/s eager / channels-last / bf16 / compiled; text: cached vs naive
+    training and encoder texts/s, dynamic padding vs max_length."""
     repo = Path(__file__).resolve().parents[1]
     if not (repo / "benchmarks" / "run.py").is_file():
         raise TLEngineError(

