@@ -4,7 +4,9 @@ the SMS example file and the train/val/test split. All files are tiny and made i
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -263,17 +265,56 @@ def test_sms_example_file():
     s = build_text_file(TextFileArgs(path=EXAMPLE.name, format="sms"), EXAMPLE.parent)
     assert s.classes == ["ham", "spam"]
     counts = Counter(s.labels)
-    assert len(s) == 600 and 0.12 <= counts[1] / len(s) <= 0.18
+    assert counts[0] >= 520 and counts[1] >= 110 and 0.15 <= counts[1] / len(s) <= 0.20
     assert len({normalise_text(t) for t in s.texts}) == len(s)
+    assert all("\t" not in t and t[0] not in "\"'" for t in s.texts)
     as_tsv = build_text_file(TextFileArgs(path=EXAMPLE.name), EXAMPLE.parent)  # auto: .tsv
     assert (as_tsv.texts, as_tsv.labels) == (s.texts, s.labels)
+    # interleaved, not all ham then all spam
+    assert 1 in s.labels[: len(s) // 4] and 0 in s.labels[-len(s) // 4 :]
 
 
-def test_sms_example_generator_is_deterministic(tmp_path):
-    assert len(make_sms_example.HAM_TEMPLATES) >= 40 and len(make_sms_example.SPAM_TEMPLATES) >= 30
-    assert make_sms_example.generate(60, 9, seed=3) == make_sms_example.generate(60, 9, seed=3)
+def test_sms_example_generator_writes_the_file(tmp_path):
+    make_sms_example.check()
+    assert len(make_sms_example.HAM) >= 520 and len(make_sms_example.SPAM) >= 110
+    keys = [normalise_text(t) for t in make_sms_example.HAM + make_sms_example.SPAM]
+    assert len(set(keys)) == len(keys)
+    assert make_sms_example.messages() == make_sms_example.messages()
+    assert make_sms_example.messages(seed=1) != make_sms_example.messages()
+    assert sorted(make_sms_example.messages()) == sorted(
+        [("ham", t) for t in make_sms_example.HAM] + [("spam", t) for t in make_sms_example.SPAM]
+    )
     make_sms_example.main([str(tmp_path / "out.tsv")])
     assert (tmp_path / "out.tsv").read_bytes() == EXAMPLE.read_bytes()
+
+
+def test_sms_example_check_rejects_bad_messages():
+    with pytest.raises(ValueError, match="repeats ham message"):
+        make_sms_example.check(["See you at 8", "see you AT 8"], ["WIN now"])
+    with pytest.raises(ValueError, match="repeats ham message"):
+        make_sms_example.check(["Call me"], ["CALL ME"])
+    with pytest.raises(ValueError, match="tab or line break"):
+        make_sms_example.check(["a\tb"], ["c"])
+    with pytest.raises(ValueError, match="padded"):
+        make_sms_example.check(["two  spaces"], ["c"])
+    with pytest.raises(ValueError, match="starts with a quote"):
+        make_sms_example.check(["ok"], ['"Free" prize'])
+
+
+def word_trigrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[\w£'&%.]+", text.lower())
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def test_sms_example_spam_is_varied():
+    """No two spam messages share more than 60 % of the word 3-grams of the shorter one, so spam
+    in the test split is not a template the model saw in training."""
+    grams = [(text, word_trigrams(text)) for text in make_sms_example.SPAM]
+    assert sum(1 for _, g in grams if len(g) >= 5) >= 100
+    for (a, ga), (b, gb) in itertools.combinations(grams, 2):
+        if ga and gb:
+            shared = len(ga & gb) / min(len(ga), len(gb))
+            assert shared <= 0.6, f"spam messages too alike ({shared:.0%} of 3-grams shared): {a!r} / {b!r}"
 
 
 # --------------------------------------------------------------------------- chatterbot-corpus
