@@ -29,8 +29,10 @@ class LoadedPipeline:
 def resolve_pipeline_file(pipeline: str, registries: Registries) -> tuple[Path, Path]:
     """(yaml file, base dir) for a path or a shipped pipeline name.
 
-    Shipped pipelines resolve relative paths against the current directory, user files
-    against their own folder.
+    Relative paths written in a pipeline file (``data.root``, data files, weight files)
+    resolve against the file's own folder, for user files and shipped pipelines alike (a
+    shipped pipeline's example data sits beside it); paths typed as overrides resolve
+    against the current directory (see :func:`load_pipeline`).
     """
     path = Path(pipeline)
     if path.is_file():
@@ -43,14 +45,30 @@ def resolve_pipeline_file(pipeline: str, registries: Registries) -> tuple[Path, 
     entry = registries.pipelines.find(pipeline)
     if entry is None:
         raise UnknownNameError(registries.pipelines.unknown_message(pipeline) + " (or give the path of a YAML file)")
-    return Path(entry.obj), Path.cwd()
+    return Path(entry.obj), Path(entry.obj).resolve().parent
 
 
 def load_pipeline(pipeline: str, overrides: list[str], registries: Registries) -> LoadedPipeline:
     """Read, override and validate a pipeline; raises ConfigError listing every problem."""
     file, base_dir = resolve_pipeline_file(pipeline, registries)
-    data = apply_overrides(read_yaml(file), overrides)
+    data = apply_overrides(read_yaml(file), [_override_from_cwd(item) for item in overrides])
     return LoadedPipeline(validate(data, registries, base_dir), base_dir, str(file))
+
+
+#: override keys whose relative values are paths: typed on the command line, they mean the current directory
+_PATH_KEYS = ("data.root", "model.weights")
+
+
+def _override_from_cwd(item: str) -> str:
+    """``data.root=folder`` (also per stage / extra dataset) -> an absolute path against the
+    current directory; ``model.weights=path`` too when that path exists there (not a name)."""
+    key, sep, value = item.partition("=")
+    if not sep or not value or not key.endswith(_PATH_KEYS):
+        return item
+    path = Path(value).expanduser()
+    if path.is_absolute() or (key.endswith("model.weights") and not path.exists()):
+        return item
+    return f"{key}={path.resolve()}"
 
 
 def validate(data: dict[str, Any], registries: Registries, base_dir: Path) -> PipelineConfig:

@@ -112,3 +112,15 @@ def test_shipped_pipelines_validate():
         loaded = load_pipeline(name, [], registries())
         assert loaded.config.name == name and Path(loaded.source).name == f"{name}.yaml"
         assert Path(loaded.source).is_file()
+
+
+def test_shipped_pipeline_paths_are_relative_to_it_and_typed_ones_to_the_cwd(tmp_path, monkeypatch):
+    loaded = load_pipeline("spam-detection", [], registries())
+    assert loaded.base_dir == Path(loaded.source).resolve().parent  # its example data sits beside it
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "sms.tsv").write_text("ham\thello there\nspam\twin a prize now\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_pipeline("spam-detection", ["data.root=mine", "data.args.path=sms.tsv"], registries())
+    assert Path(loaded.config.data.root) == tmp_path / "mine"
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_pipeline("spam-detection", ["data.root=elsewhere"], registries())
