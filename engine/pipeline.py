@@ -277,12 +277,16 @@ class Runner:
         arm = Arm(
             arm_cfg.arm, strategy, model, st.data, plan.arm_train(arm_cfg), seed, plan.name, st.extra, plan.extraction
         )
+        model_said = (
+            "fitted in one call"  # a classical baseline: no pretrained part runs, no epochs
+            if strategy.fits_directly
+            else f"{plan.model.backbone} ({'pretrained' if pretrained else 'random init'}"
+            f"{' from stage ' + plan.init_from if pretrained and plan.init_from else ''})"
+        )
+        epochs_said = "" if strategy.fits_directly else f", {arm.train.epochs} epochs"
         self.echo(
-            f"[{label}] {strategy.name}: {plan.model.backbone} "
-            f"({'pretrained' if pretrained else 'random init'}"
-            f"{' from stage ' + plan.init_from if pretrained and plan.init_from else ''}), "
-            f"{len(st.data.train)} train / {len(st.data.val)} val / {len(st.data.test)} test samples, "
-            f"{arm.train.epochs} epochs"
+            f"[{label}] {strategy.name}: {model_said}, "
+            f"{len(st.data.train)} train / {len(st.data.val)} val / {len(st.data.test)} test samples{epochs_said}"
         )
         result = train_arm(
             st.task,

@@ -3,7 +3,7 @@
 ``metrics.json`` keeps one schema for every task::
 
     {"task", "pipeline", "strategy", "metrics", "baseline", "timings", "cache", "execution",
-     "primary_metric", "metric_directions", "primary_arm", "baseline_arm", "seeds",
+     "primary_metric", "table_metrics", "metric_directions", "primary_arm", "baseline_arm", "seeds",
      "arms": {arm: {"strategy", "metrics" (mean over seeds), "metrics_std", "per_seed",
                     "gains" (vs baseline), "gain_vs_baseline", "val_metrics", "seconds",
                     "epochs", "best_epoch"}},
@@ -129,6 +129,7 @@ def build_summary(
         }
         or None,
         "primary_metric": metric,
+        "table_metrics": list(task.table_metrics) or None,
         "metric_directions": directions,
         "primary_arm": primary_arm,
         "baseline_arm": baseline if baseline in arms else None,

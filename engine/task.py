@@ -106,6 +106,8 @@ class Task(ABC):
     #: "max" or "min" per metric; metrics not listed are "max" unless their name says
     #: loss / error / wer / cer (see :meth:`higher_is_better`)
     metric_directions: ClassVar[dict[str, str]] = {}
+    #: metrics the run's summary table shows (empty: all); metrics.json keeps every one
+    table_metrics: ClassVar[tuple[str, ...]] = ()
     #: names of the model parts that can start from pretrained weights
     pretrained_parts: ClassVar[tuple[str, ...]] = ("backbone",)
     #: the task's own keys in the pipeline's ``data:`` / ``model:`` sections

@@ -120,6 +120,9 @@ def _columns(summary: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[list[
     """(metric columns, whether a "vs baseline" column is shown)."""
     primary = str(summary.get("primary_metric") or "accuracy")
     metrics = _metric_order(primary, _arms(summary))
+    shown = summary.get("table_metrics")
+    if shown:  # the task's choice for the table; metrics.json keeps every metric
+        metrics = [m for m in metrics if m == primary or m in shown]
     has_baseline = any(r["baseline"] for r in rows) or any(r["gain_vs_baseline"] is not None for r in rows)
     return metrics, has_baseline
 

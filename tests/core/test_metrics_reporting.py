@@ -155,6 +155,13 @@ def test_summary_rows_gain() -> None:
     assert all(r["gain_vs_baseline"] is None for r in summary_rows(_summary(with_baseline=False)))
 
 
+def test_table_shows_the_tasks_table_metrics_and_always_the_primary() -> None:
+    summary = {**_summary(), "table_metrics": ["loss"]}
+    header = summary_markdown(summary).splitlines()[0]
+    assert "accuracy (%)" in header and "macro_f1" not in header
+    assert "macro_f1" in summary_markdown(_summary()).splitlines()[0]  # no choice: every metric
+
+
 def test_summary_markdown_and_rich() -> None:
     text = summary_markdown(_summary())
     lines = text.strip().splitlines()
