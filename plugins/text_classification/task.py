@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from tlengine.config import DataConfig, ModelConfig
-from tlengine.errors import DataError
+from tlengine.errors import DataError, TLEngineError
 from tlengine.execution import InputFormat
 from tlengine.task import CacheSpec, Evaluation, PredictInput, Task, TaskData
 from torch.utils.data import DataLoader, Dataset
@@ -62,6 +62,7 @@ class TextClassificationTask(Task):
     name = TASK
     primary_metric = "macro_f1"
     metric_directions = {"accuracy": "max", "macro_f1": "max", "loss": "min"}
+    table_metrics = ("accuracy", "positive_f1", "roc_auc", "pr_auc", "macro_roc_auc")
     pretrained_parts = ("encoder",)
     DataOptions = TextDataOptions
     ModelOptions = TextModelOptions
@@ -90,6 +91,11 @@ class TextClassificationTask(Task):
             )
         if model.args:
             problems.append(("model.args", "text encoders take no args; use model.max_length / pooling / dropout"))
+        if model.weights is not None:
+            try:
+                self._checkpoint(model, base_dir)
+            except TLEngineError as exc:
+                problems.append(("model.weights", str(exc)))
         return problems
 
     def preprocessing(self, model: ModelConfig, *, init: Mapping[str, bool], base_dir: Path) -> dict[str, Any]:
@@ -196,6 +202,11 @@ class TextClassificationTask(Task):
             weights=self.sample_weights(dataset) if shuffle else None,
         )
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate, num_workers=num_workers)
+
+    @property
+    def balances_classes(self) -> bool:
+        """Whether ``data.balance`` weighs the classes (the TF-IDF arm follows it)."""
+        return self._class_weights is not None or bool(self._balanced)
 
     def sample_weights(self, dataset: Dataset) -> torch.Tensor | None:
         return self._balanced.get(id(dataset))

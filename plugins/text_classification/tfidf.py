@@ -13,7 +13,7 @@ safetensors and ``tlengine predict`` runs it like any arm.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ class TfidfArgs(BaseModel):
     ngram_max: int = Field(2, ge=1, le=3, description="word n-grams from 1 to this")
     n_features: int = Field(2**18, ge=2**10, le=2**22, description="hashed feature columns")
     C: float | None = Field(None, gt=0.0, description="inverse regularisation; null = chosen on the validation split")
-    class_weight: str | None = Field(None, description="'balanced' weighs classes by inverse frequency")
+    class_weight: Literal["auto", "balanced", "none"] = Field(
+        "auto", description="balanced: weigh classes by inverse frequency; auto: balanced when data.balance is set"
+    )
     max_iter: int = Field(2000, ge=10)
 
 
@@ -104,10 +106,15 @@ class TfidfLogReg(Strategy):
         x_train = part.tfidf(train_texts)
         val_texts, val_labels = _texts(data.val)
 
+        weighting = self.args.class_weight
+        if weighting == "auto":  # follow the task's data.balance, like the other arms' loss or sampler
+            weighting = "balanced" if getattr(task, "balances_classes", False) else "none"
+        class_weight = "balanced" if weighting == "balanced" else None
+
         def fitted(c: float) -> Any:
             # saga: 5-10x faster than lbfgs on wide sparse TF-IDF rows, same optimum
             clf = LogisticRegression(
-                C=c, solver="saga", max_iter=self.args.max_iter, class_weight=self.args.class_weight, random_state=seed
+                C=c, solver="saga", max_iter=self.args.max_iter, class_weight=class_weight, random_state=seed
             )
             return clf.fit(x_train, train_labels)
 

@@ -54,6 +54,19 @@ def test_fine_tune_top_k_and_discriminative_lr():
     assert model.blocks[2][1].training
 
 
+def test_layer_decay_per_block_and_per_part():
+    model = make_model()
+    s = FineTune(StrategyConfig(name="fine-tune", backbone_lr_mult=0.1, layer_decay=0.5))
+    lrs = [g["lr"] for g in s.param_groups(model, lr=1.0)]
+    assert lrs == pytest.approx([1.0, 0.025, 0.05, 0.1])  # head, then b0 (input side) .. b2 (top)
+    per_part = FineTune(
+        StrategyConfig(name="fine-tune", backbone_lr_mult=0.1, parts={"backbone": {"layer_decay": 0.1, "lr_mult": 1.0}})
+    )
+    assert [g["lr"] for g in per_part.param_groups(model, lr=1.0)] == pytest.approx([1.0, 0.01, 0.1, 1.0])
+    with pytest.raises(ValueError, match="layer_decay"):
+        StrategyConfig(name="fine-tune", layer_decay=1.5)
+
+
 def test_update_frozen_bn_option():
     model = make_model()
     s = FineTune(StrategyConfig(name="fine-tune", unfreeze=1, update_frozen_bn=True))

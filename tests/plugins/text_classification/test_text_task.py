@@ -187,6 +187,7 @@ def test_class_weights_and_balanced_sampler(task, tiny_bert, tmp_path) -> None:
     task.build_data(dc, preprocessing=pre, base_dir=tmp_path, seed=0)
     weights = task._class_weights
     assert weights is not None and weights[1] > 5 * weights[0]  # spam is rare: weighs more
+    assert task.balances_classes  # the TF-IDF arm's class_weight: auto follows it
     dc = DataConfig.model_validate({**dc.model_dump(), "balance": "sampler"})
     sampler_task = TextClassificationTask(get_plugin_manager().registries, TrainConfig())
     data = sampler_task.build_data(dc, preprocessing=pre, base_dir=tmp_path, seed=0)
