@@ -15,20 +15,20 @@ from pydantic import ValidationError
 from tlengine.errors import DataError
 from tlengine.registry import Registry
 from tlengine_plugins.text_classification import make_sms_example
-from tlengine_plugins.text_classification.datasets import (
+from tlengine_plugins.text_classification.chatterbot import (
     CHATTERBOT_CORPUS,
     CHATTERBOT_DEFAULT_CATEGORIES,
-    TEXT_FILE,
     ChatterbotCorpusArgs,
-    TextFileArgs,
-    TextSamples,
     build_chatterbot_corpus,
-    build_text_file,
+)
+from tlengine_plugins.text_classification.datasets import (
+    TextSamples,
     normalise_text,
     register_datasets,
     texts_fingerprint,
 )
 from tlengine_plugins.text_classification.splits import duplicates_across_splits, split_text_samples
+from tlengine_plugins.text_classification.text_file import TEXT_FILE, TextFileArgs, build_text_file
 
 EXAMPLE = Path(make_sms_example.__file__).parent / "pipelines" / "data" / "sms-example.tsv"
 
