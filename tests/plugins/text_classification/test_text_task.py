@@ -13,6 +13,7 @@ from resume_helpers import assert_same_results, records, resume, run_and_kill, r
 from text_fixtures import make_texts, text_pipeline
 from tlengine.config import DataConfig, ModelConfig, StrategyConfig, TrainConfig
 from tlengine.plugins import get_plugin_manager
+from tlengine_plugins.text_classification import encoders
 from tlengine_plugins.text_classification.batches import LengthBucketBatchSampler, TextDataset, collate_texts
 from tlengine_plugins.text_classification.task import TextClassificationTask
 
@@ -231,3 +232,44 @@ def test_text_run_resumes_after_sigkill_to_the_same_results(tiny_bert, topic_tsv
     resumed, said, trained = resume(run)
     assert trained == [("main", "scratch", 2), ("main", "scratch", 3)]
     assert_same_results(resumed, reference, run, tmp_path / "reference")
+
+
+def test_gradual_unfreezing_runs_the_frozen_encoder_layers_in_bf16(task, tiny_bert, topic_tsv) -> None:
+    """Transformer layers frozen by gradual unfreezing get the bf16 forward (checked against
+    fp32 on the first call) and the thawed top trains."""
+    from tlengine.config import ExtractionConfig, GradualUnfreezing
+    from tlengine.execution import configure_execution
+    from tlengine.strategies.fine_tune import FineTune
+
+    model, data = build(task, tiny_bert, topic_tsv)
+    execution = configure_execution(
+        model, ExtractionConfig(precision="bf16", tolerance=0.9), device=torch.device("cpu")
+    )
+    strategy = FineTune(
+        StrategyConfig(name="fine-tune", gradual_unfreezing=GradualUnfreezing(start_epoch=1, every_epochs=1))
+    )
+    strategy.apply(model, 2)  # one block thawed: layer.1; embeddings and layer.0 frozen
+    strategy.train_mode(model)
+    inputs, targets = task.collate([data.train[i] for i in range(8)])
+    loss = task.training_loss(model, inputs, targets)
+    loss.backward()
+    layers = model.part("encoder").module.model.encoder.layer
+    assert all(p.grad is not None for p in layers[1].parameters())
+    assert all(p.grad is None for p in layers[0].parameters())
+    frozen = execution.stats()["encoder"]["frozen_blocks"]
+    assert frozen["count"] == 2 and frozen["precision"] == "bf16" and frozen["modules_reduced"] == 2
+    assert frozen["min_cosine_to_fp32"] >= 0.9
+
+
+def test_hub_checkpoints_are_refused_offline_with_a_sentence(task, tmp_path, monkeypatch) -> None:
+    from tlengine.errors import WeightsError
+
+    monkeypatch.setenv("TLENGINE_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="offline mode is on"):
+        encoders.resolve_checkpoint("hf:bert-base-uncased", weights_registry=None, base_dir=tmp_path)
+    with pytest.raises(WeightsError, match="neither named weights"):
+        encoders.resolve_checkpoint("no-such-folder", weights_registry=None, base_dir=tmp_path)
+    (tmp_path / "gpt").mkdir()
+    (tmp_path / "gpt" / "config.json").write_text('{"model_type": "gpt2"}', encoding="utf-8")
+    with pytest.raises(WeightsError, match="'gpt2' model"):
+        encoders.resolve_checkpoint("gpt", weights_registry=None, base_dir=tmp_path)
