@@ -198,7 +198,7 @@ def run_text_training(
 # --------------------------------------------------------------------------- throughput
 def _texts(data_args: dict[str, Any], per_class: int | None) -> list[str]:
     """The chatterbot-corpus texts the pipeline reads (every split), optionally the first per_class of each topic."""
-    from tlengine_plugins.text_classification.datasets import ChatterbotCorpusArgs, build_chatterbot_corpus
+    from tlengine_plugins.text_classification.chatterbot import ChatterbotCorpusArgs, build_chatterbot_corpus
 
     args = dict(data_args)
     if per_class is not None:
