@@ -53,7 +53,8 @@ def _steps(model: nn.Module, arch: str) -> list[str]:
         return ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
     if "conv_stem" in children and "blocks" in children:  # timm EfficientNet / MobileNet family
         steps = ["conv_stem", "bn1"] + [f"blocks.{n}" for n, _ in model.blocks.named_children()]
-        return steps + [n for n in ("conv_head", "bn2") if n in children]
+        # EfficientNet's conv_head + bn2 run before the pooling (kept, as C5); MobileNetV3's conv_head after it (dropped)
+        return steps + (["conv_head", "bn2"] if "bn2" in children and "conv_head" in children else [])
     if isinstance(children.get("features"), nn.Sequential):  # torchvision MobileNetV2/V3, EfficientNet, ...
         return [f"features.{n}" for n, _ in model.features.named_children()]
     raise ConfigError(
@@ -65,7 +66,9 @@ class MultiScaleBackbone(nn.Module):
     """A classification backbone returning its last stage outputs at strides 8, 16 and 32.
 
     Holds the original model's top-level children under their own names (so state-dict keys
-    are the classification model's), minus parameter-free ones it never runs. ``forward``
+    are the classification model's), minus the ones it never runs (pooling, the stripped
+    classifier, and pre-logits layers such as MobileNetV3's ``classifier.0``, named in
+    ``dropped``). ``forward``
     maps ``[N,3,H,W]`` to ``OrderedDict(c3=..., c4=..., c5=...)``; ``out_channels`` lists
     their channels.
     """
@@ -77,10 +80,9 @@ class MultiScaleBackbone(nn.Module):
         for name, child in model.named_children():
             if name in used:
                 self.add_module(name, child)
-        dropped = [n for n, c in model.named_children() if n not in used and next(c.parameters(), None) is not None]
-        if dropped:
-            raise RuntimeError(f"bug: {arch} modules with parameters left out of the detector: {dropped}")
-        self.steps = steps
+        self.dropped = [
+            n for n, c in model.named_children() if n not in used and next(c.parameters(), None) is not None
+        ]
         self.arch = arch
         # Probe once (eval mode: running statistics untouched) for the last step of each stride.
         was_training = self.training
@@ -312,6 +314,22 @@ class DetectorModel(TransferModel):
         return [{**d, "labels": d["labels"] - self.label_offset} for d in out]
 
 
+def _used_blocks(body: MultiScaleBackbone, backbone: Backbone) -> list[tuple[str, nn.Module]]:
+    """The backbone's blocks without those the detector drops entirely (MobileNetV3's pre-logits layer)."""
+    used = {id(p) for p in body.parameters()}
+    blocks = []
+    for name, block in backbone.blocks:
+        ids = {id(p) for p in block.parameters()}
+        if ids and ids.isdisjoint(used):
+            continue
+        if not ids <= used:
+            raise ConfigError(
+                [("model.backbone", f"block '{name}' of {backbone.arch} is only partly used by the detector")]
+            )
+        blocks.append((name, block))
+    return blocks
+
+
 def build_detector(
     kind: str,
     backbone_name: str,
@@ -345,6 +363,7 @@ def build_detector(
 
     backbone = build_backbone(backbone_name, weights=weights, weights_registry=weights_registry, base_dir=base_dir)
     body = MultiScaleBackbone(backbone.module, backbone.arch)
+    backbone.blocks = _used_blocks(body, backbone)
     problems = check_partition(body, backbone.blocks)
     if problems:
         raise RuntimeError(f"bug: the blocks of {backbone.arch} do not partition the detector backbone: {problems[:3]}")

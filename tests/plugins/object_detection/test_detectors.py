@@ -131,6 +131,39 @@ def test_detector_trains_predicts_and_covers_parameters(kind, backbone):
     assert all(f.shape[0] == 2 for f in feats.values()) and sizes[0] > sizes[1] > sizes[2]
 
 
+def test_unused_pre_logits_layer_is_dropped():
+    """MobileNetV3 keeps a pre-logits Linear (classifier.0) in its classification backbone: not in the detector."""
+    torch.manual_seed(0)
+    model = build_detector(
+        "retinanet", "mobilenet_v3_large", K, weights=None, weights_registry=None, base_dir=Path("."), min_size=64
+    )
+    body = model.part("backbone").module
+    assert body.dropped == ["classifier"]
+    assert not any(k.startswith("backbone.classifier") for k in model.state_dict())
+    groups = part_param_groups(model)
+    check_param_groups(model, [{"name": name, "params": params} for name, _, _, params in groups])
+    assert "classifier" not in [b for _, _, b, _ in groups]
+    images, targets = _batch()
+    model.train()
+    assert all(torch.isfinite(v) for v in model(images, targets).values())
+
+
+def test_backbone_weights_load_through_the_image_plugin(tmp_path: Path):
+    """A torchvision state dict for the classification model (classifier included) loads into the detector backbone."""
+    import torchvision
+
+    torch.manual_seed(3)
+    state = torchvision.models.mobilenet_v2().state_dict()
+    torch.save(state, tmp_path / "mobilenet_v2.pth")
+    model = build_detector(
+        "ssdlite", "mobilenet_v2", K, weights="mobilenet_v2.pth", weights_registry=None, base_dir=tmp_path, min_size=64
+    )
+    own = model.state_dict()
+    assert torch.equal(own["backbone.features.0.0.weight"], state["features.0.0.weight"])
+    assert torch.equal(own["backbone.features.18.1.running_var"], state["features.18.1.running_var"])
+    assert "backbone.classifier.1.weight" not in own
+
+
 def test_frozen_backbone_gets_no_gradients():
     model = _detector("retinanet", "resnet18")
     images, targets = _batch()
