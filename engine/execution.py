@@ -483,9 +483,17 @@ def configure_execution(
 
 # ---------------------------------------------------------------------- helpers
 def min_cosine(reference: Any, reduced: Any) -> float:
-    """Lowest per-sample cosine similarity between the first floating tensors of two outputs
-    (samples along dim 0, everything else flattened); 1.0 for rows that are zero in both."""
-    a, b = _first_float(reference).float(), _first_float(reduced).float()
+    """Lowest per-sample cosine similarity between two outputs, over every floating tensor in
+    them (a detector backbone's maps at each stride, a sequence and not its lengths); samples
+    along dim 0, everything else flattened; 1.0 for rows that are zero in both."""
+    pairs = list(zip(_floats(reference), _floats(reduced)))
+    if not pairs:
+        raise TypeError(f"the part returned no floating-point tensor to compare ({type(reference).__name__})")
+    return min(_min_cosine(a, b) for a, b in pairs)
+
+
+def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float(), b.float()
     a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
     both_zero = (a.abs().amax(dim=1) == 0) & (b.abs().amax(dim=1) == 0)
@@ -493,18 +501,12 @@ def min_cosine(reference: Any, reduced: Any) -> float:
     return float(torch.nan_to_num(cos, nan=-1.0).min())
 
 
-def _first_float(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor) and out.is_floating_point():
-        return out
-    if isinstance(out, (tuple, list)):
-        for x in out:
-            if isinstance(x, torch.Tensor) and x.is_floating_point():
-                return x
-    if isinstance(out, dict):
-        for x in out.values():
-            if isinstance(x, torch.Tensor) and x.is_floating_point():
-                return x
-    raise TypeError(f"the part returned no floating-point tensor to compare ({type(out).__name__})")
+def _floats(out: Any) -> list[torch.Tensor]:
+    """The floating tensors of a part's output: itself, or the items of a tuple/list/dict."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    values = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    return [x for x in values if isinstance(x, torch.Tensor) and x.is_floating_point()]
 
 
 def _map(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

@@ -77,13 +77,15 @@ class CacheSpec:
 
     layout: ``vector`` — one pooled row [D] (features [N,D], [N,T,D] or [N,C,H,W] are
         pooled by ``pooling``; padded sequences pool under their mask); ``sequence`` — the
-        token sequence [T,D] (with its length when padded); ``map`` — the map [C,H,W].
+        token sequence [T,D] (with its length when padded); ``map`` — the map [C,H,W];
+        ``maps`` — several named maps ``{name: [C_i,H_i,W_i]}`` (a detector backbone's
+        pyramid: ``forward_features`` returns a dict), served back as the same dict.
     pooling: for ``vector``: avg | max | cls; ignored otherwise (stored whole).
     max_tokens: for ``sequence`` with padded sequences: every row holds this many tokens
         (batches are padded or cut to it; a longer sequence is an error).
     """
 
-    layout: Literal["vector", "sequence", "map"] = "vector"
+    layout: Literal["vector", "sequence", "map", "maps"] = "vector"
     pooling: Literal["avg", "max", "cls"] = "avg"
     l2_normalize: bool = False
     max_tokens: int | None = None
@@ -246,8 +248,16 @@ class Task(ABC):
 
     def cached_inputs(self, features: torch.Tensor, lengths: torch.Tensor | None) -> Any:
         """Cached rows of a batch -> what ``model.forward_head`` takes. ``features`` is
-        [B,D], [B,T,D] or [B,C,H,W] per ``cache_spec``; ``lengths`` [B] for padded sequences."""
+        [B,D], [B,T,D] or [B,C,H,W] per ``cache_spec`` (a dict of [B,C,H,W] maps for
+        ``maps``); ``lengths`` [B] for padded sequences."""
         return features if lengths is None else (features, lengths)
+
+    def view_targets(self, targets: Any, views: torch.Tensor) -> Any:
+        """Targets of a batch of cached training rows whose inputs are augmented views
+        ``views`` [B] (0 = the plain view). Default: unchanged (a class label does not move
+        when its image flips); a task whose targets follow the geometry (detection boxes)
+        transforms them the way its ``extraction_batches`` transformed view ``views[i]``."""
+        return targets
 
     def targets(self, dataset: Dataset) -> Any:
         """The targets of every sample of ``dataset`` without decoding inputs: a tensor

@@ -16,6 +16,12 @@ What is stored per sample (``CacheSpec.layout``):
 * ``sequence`` — the whole [T,D] sequence (pooling ``none``), with the lengths of
   padded sequences in a second one-value-per-row cache.
 * ``map`` — the whole [C,H,W] map (pooling ``none``).
+* ``maps`` — several named maps (``forward_features`` returns ``{name: [N,C,H,W]}``, e.g. a
+  detector backbone's strides 8/16/32), each flattened channels-last and concatenated into
+  one row; served back as the same dict of [B,C,H,W] maps.
+
+Training rows of augmented views keep the view they came from, so a task whose targets
+follow the geometry (flipped boxes) adjusts them in ``Task.view_targets``.
 
 A task opts in by implementing ``targets``, ``dataset_fingerprint`` and
 ``extraction_batches`` (see :class:`tlengine.task.Task`).
@@ -26,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -64,15 +70,20 @@ def _take(targets: Any, idx: torch.Tensor) -> Any:
 class _RowBatches(Dataset):
     """Index dataset whose batches are gathered from the cache in one call (``__getitems__``)."""
 
-    def __init__(self, served: "CachedFeatures", split: str, rows: torch.Tensor, targets: Any):
-        self.served, self.split, self.rows, self.targets = served, split, rows, targets
+    def __init__(
+        self, served: "CachedFeatures", split: str, rows: torch.Tensor, targets: Any, views: torch.Tensor | None = None
+    ):
+        self.served, self.split, self.rows, self.targets, self.views = served, split, rows, targets, views
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
     def __getitems__(self, indices: list[int]) -> tuple[Any, Any]:
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        return self.served.inputs(self.split, self.rows[idx]), _take(self.targets, idx)
+        targets = _take(self.targets, idx)
+        if self.views is not None:
+            targets = self.served.task.view_targets(targets, self.views[idx])
+        return self.served.inputs(self.split, self.rows[idx]), targets
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:  # pragma: no cover - batched path above
         return self.__getitems__([i])
@@ -86,6 +97,25 @@ def trains_from_cache(task: Task, strategy: Any) -> bool:
 
 def _identity_collate(batch: Any) -> Any:
     return batch
+
+
+def _flatten_maps(maps: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, int, int]]) -> torch.Tensor:
+    """``{name: [B,C,H,W]}`` -> [B, sum(C*H*W)], each map channels-last ([H,W,C] per sample),
+    in the order (and with the shapes) the probe recorded."""
+    if list(maps) != list(shapes) or any(tuple(m.shape[1:]) != shapes[n] for n, m in maps.items()):
+        got = {n: list(m.shape[1:]) for n, m in maps.items()}
+        raise TLEngineError(f"feature maps changed shape between batches: {got}, expected {dict(shapes)}")
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1) for m in maps.values()], dim=1)
+
+
+def _unflatten_maps(flat: torch.Tensor, shapes: Mapping[str, tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`_flatten_maps`: [B, sum(C*H*W)] -> ``{name: [B,C,H,W]}`` (channels-last views)."""
+    out, start = {}, 0
+    for name, (c, h, w) in shapes.items():
+        size = c * h * w
+        out[name] = flat[:, start : start + size].reshape(-1, h, w, c).permute(0, 3, 1, 2)
+        start += size
+    return out
 
 
 def fit_tokens(features: torch.Tensor, lengths: torch.Tensor, max_tokens: int) -> torch.Tensor:
@@ -140,6 +170,8 @@ class CachedFeatures:
         self.length_caches: dict[str, FeatureCache] = {}
         self.targets: dict[str, Any] = {}
         self.sample_shape: tuple[int, ...] = ()
+        #: ``maps`` layout: name -> (C, H, W) of each map, in row order
+        self.map_shapes: dict[str, tuple[int, int, int]] = {}
         self.extraction_seconds = 0.0
         self.head = HeadOnly(model)
         # The data's effective preprocessing (a dataset may override e.g. crop_pct), so the
@@ -191,6 +223,8 @@ class CachedFeatures:
 
     def _forward(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.model.forward_features(inputs)
+        if isinstance(out, Mapping):  # named maps -> one row [B,1,sum(C*H*W)], each map channels-last
+            return _flatten_maps(out, self.map_shapes).unsqueeze(1), None
         feats, lengths = out if isinstance(out, tuple) else (out, None)
         if feats.dim() == 2:  # pooled [B,D] -> one token [B,1,D]
             feats = feats.unsqueeze(1)
@@ -231,6 +265,14 @@ class CachedFeatures:
         )
         with torch.no_grad():
             out = self.model.forward_features(to_device(inputs, self.device))
+        if isinstance(out, Mapping):
+            if self.spec.layout != "maps":
+                raise TLEngineError(
+                    f"task '{self.task.name}': forward_features returned named maps but cache_spec's layout is "
+                    f"'{self.spec.layout}' (use 'maps')"
+                )
+            self.map_shapes = {name: tuple(int(d) for d in m.shape[1:]) for name, m in out.items()}
+            return (1, sum(c * h * w for c, h, w in self.map_shapes.values())), False
         feats = out[0] if isinstance(out, tuple) else out
         shape = tuple(feats.shape[1:]) if feats.dim() > 2 else (1, int(feats.shape[1]))
         has_lengths = isinstance(out, tuple) and self.spec.layout == "sequence"
@@ -346,6 +388,8 @@ class CachedFeatures:
         if self.spec.layout == "map":  # stored token-major ([H*W, C], see pool_quantize_scatter)
             c, h, w = self.sample_shape
             feats = flat.reshape(-1, h, w, c).permute(0, 3, 1, 2)  # [B,C,H,W], channels-last in memory
+        elif self.spec.layout == "maps":
+            feats = _unflatten_maps(flat, self.map_shapes)
         else:
             shape = (flat.shape[1],) if self.spec.layout == "vector" else self.sample_shape
             feats = flat.reshape(flat.shape[0], *shape)
@@ -363,8 +407,9 @@ class CachedFeatures:
         generator = torch.Generator().manual_seed(seed)
         weights = self.task.sample_weights(self.data.train)
         sampler = WeightedRandomSampler(weights, n, generator=generator) if weights is not None else None
+        views = rows % cache.views if cache.views > 1 else None
         return DataLoader(
-            _RowBatches(self, "train", rows, targets),
+            _RowBatches(self, "train", rows, targets, views),
             batch_size=batch_size,
             shuffle=sampler is None,
             sampler=sampler,

@@ -104,14 +104,15 @@ Box = tuple[float, float, float, float]
 class DetectionItem:
     """One image and its boxes.
 
-    image: the image file, resolved inside the data root.
+    image: the image file, resolved inside the data root (a generated dataset holds the
+        image itself, a PIL image).
     boxes: ``(x1, y1, x2, y2)`` in absolute pixels (xyxy, 0-based), one per object.
     labels: class index (into :attr:`DetectionSamples.classes`) of each box.
     width, height: image size in pixels, from the annotation when it gives one (or from the
         image header when it had to be read to check boxes); None if unknown.
     """
 
-    image: Path
+    image: Path | Image.Image
     boxes: list[Box]
     labels: list[int]
     width: int | None = None

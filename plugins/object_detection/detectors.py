@@ -291,27 +291,51 @@ class DetectorModel(TransferModel):
             out.append({**t, "boxes": boxes, "labels": labels})
         return out
 
-    def forward_features(self, images: list[Tensor]) -> OrderedDict[str, Tensor]:
-        """The backbone's C3/C4/C5 maps of ``images`` after the detector's resize + normalise."""
+    def forward_features(self, images: list[Tensor] | Tensor) -> OrderedDict[str, Tensor]:
+        """The backbone's C3/C4/C5 maps of ``images`` (a list of [3,H,W] or a batch [B,3,H,W],
+        in [0,1]) after the detector's resize + normalise: ``{"c3": [B,C3,H/8,W/8], ...}``."""
         image_list, _ = self.transform(list(images), None)
         return self.run_part("backbone", image_list.tensors)
 
-    def forward_head(self, features: OrderedDict[str, Tensor], image_list: Any, targets: Any = None) -> Any:
-        """Neck and head on backbone features; losses (train) or detections in resized coordinates."""
-        return self.run_part("head", image_list, self.run_part("neck", features), targets)
+    def forward_head(
+        self,
+        features: dict[str, Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+        *,
+        image_list: Any = None,
+    ) -> Any:
+        """Neck and head on backbone maps: a dict of losses in train mode, else one
+        ``{"boxes", "scores", "labels"}`` per image with labels 0..K-1 and boxes in the
+        pixels of the images the maps came from (before :meth:`forward` maps them back).
 
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+        ``image_list``: torchvision's ImageList of the batch, from the detector's transform.
+        Without it (training from cached maps) every image is taken to fill the batch
+        (stride-8 map x 8 pixels, what one fixed input size gives) and ``targets`` to be in
+        those pixels already (the transform does not resize an image of its own size)."""
+        if image_list is None:
+            from torchvision.models.detection.image_list import ImageList
+
+            c3 = features["c3"]
+            height, width = int(c3.shape[-2]) * _STRIDES[0], int(c3.shape[-1]) * _STRIDES[0]
+            shape = (c3.shape[0], 3, height, width)
+            image_list = ImageList(c3.new_zeros(()).expand(shape), [(height, width)] * c3.shape[0])
+            targets = self._targets(targets)
+        out = self.run_part("head", image_list, self.run_part("neck", features), targets)
+        if self.training:
+            return out
+        return [{**d, "labels": d["labels"] - self.label_offset} for d in out]
+
+    def forward(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]] | None = None) -> Any:
         if self.training and targets is None:
             raise ValueError("a detector in train mode needs targets")
         images = list(images)
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, tv_targets = self.transform(images, self._targets(targets))
         features = self.run_part("backbone", image_list.tensors)
-        out = self.forward_head(features, image_list, tv_targets)
+        out = self.forward_head(features, tv_targets, image_list=image_list)
         if self.training:
             return out
-        out = self.transform.postprocess(out, image_list.image_sizes, original_sizes)
-        return [{**d, "labels": d["labels"] - self.label_offset} for d in out]
+        return self.transform.postprocess(out, image_list.image_sizes, original_sizes)
 
 
 def _used_blocks(body: MultiScaleBackbone, backbone: Backbone) -> list[tuple[str, nn.Module]]:

@@ -32,10 +32,12 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tlengine.data.synthetic_shapes import (  # private helpers reused on purpose, see the module docstring
     SHAPES,
     _blend_field,
@@ -46,7 +48,14 @@ from tlengine.data.synthetic_shapes import (  # private helpers reused on purpos
     _shape_colour,
 )
 
-__all__ = ["MIN_VISIBILITY", "PaintedObject", "generate_scenes"]
+__all__ = [
+    "MIN_VISIBILITY",
+    "PaintedObject",
+    "SyntheticScenesArgs",
+    "build_synthetic_scenes",
+    "generate_scenes",
+    "synthetic_scenes_spec",
+]
 
 #: An object whose visible fraction of its own mask is below this gets no box.
 MIN_VISIBILITY = 0.4
@@ -312,3 +321,72 @@ def generate_scenes(
         )
         out.append((image, boxes, labels, painted) if return_masks else (image, boxes, labels))
     return out
+
+
+# ---------------------------------------------------------------------- as a dataset
+class SyntheticScenesArgs(BaseModel):
+    """``data.args`` of the ``synthetic-scenes`` dataset (see :func:`generate_scenes`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle"], min_length=1)
+    images: int = Field(200, ge=1, le=100_000, description="scenes to generate")
+    size: int = Field(256, ge=32, le=2048, description="scene side in pixels")
+    seed: int = Field(0, description="generator seed (independent of the run's seed)")
+    objects: tuple[int, int] = (1, 5)
+    scale: tuple[float, float] = (0.08, 0.35)
+    occlusion: float = Field(0.3, ge=0.0, le=1.0)
+    clutter: int = Field(3, ge=0)
+    background: str = "textured"
+    noise: float = Field(6.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "SyntheticScenesArgs":
+        try:
+            _check_args(
+                self.classes, self.images, self.size, self.objects, self.scale,
+                self.occlusion, self.clutter, self.background, self.noise,
+            )  # fmt: skip
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+
+def build_synthetic_scenes(args: SyntheticScenesArgs, root: Path) -> Any:
+    """Generate the scenes in memory as :class:`DetectionSamples` (``root`` is unused)."""
+    from .datasets import DetectionItem, DetectionSamples
+
+    scenes = generate_scenes(
+        classes=args.classes,
+        images=args.images,
+        size=args.size,
+        seed=args.seed,
+        objects=args.objects,
+        scale=args.scale,
+        occlusion=args.occlusion,
+        clutter=args.clutter,
+        background=args.background,
+        noise=args.noise,
+    )
+    items = [
+        DetectionItem(image=image, boxes=list(boxes), labels=list(labels), width=args.size, height=args.size)
+        for image, boxes, labels in scenes
+    ]
+    n_boxes = sum(len(i.boxes) for i in items)
+    source = (
+        f"synthetic scenes ({len(args.classes)} classes, {args.images} images of {args.size} px, "
+        f"{n_boxes} boxes, seed {args.seed})"
+    )
+    return DetectionSamples(items=items, classes=list(args.classes), source=source)
+
+
+def synthetic_scenes_spec() -> Any:
+    """The ``synthetic-scenes`` :class:`tlengine.data.DatasetSpec`."""
+    from tlengine.data import DatasetSpec
+
+    return DatasetSpec(
+        name="synthetic-scenes",
+        task="object-detection",
+        args=SyntheticScenesArgs,
+        build=build_synthetic_scenes,
+        description="generated scenes of several shapes per image with occlusion, scale variation and clutter",
+    )
