@@ -185,6 +185,19 @@ def pipelines(as_json: bool) -> None:
     type=int,
     help="How many labels to show per input (classification tasks); at least 1.",
 )
+@click.option(
+    "--score-threshold",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="Lowest score of a detection to report (detection tasks; default 0.5).",
+)
+@click.option(
+    "--save",
+    "save_dir",
+    default=None,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to write annotated outputs into (detection: each image with its boxes drawn).",
+)
 @click.option("--arm", default=None, help="Use this arm's model instead of the run's primary one.")
 @click.option("--stage", default=None, help="With --arm: the stage (default: the last).")
 @click.option("--seed", default=None, type=int, help="With --arm: the seed (default: the first).")
@@ -195,6 +208,8 @@ def predict(
     inputs: tuple[Path, ...],
     texts: tuple[str, ...],
     top_k: int,
+    score_threshold: float | None,
+    save_dir: Path | None,
     arm: str | None,
     stage: str | None,
     seed: int | None,
@@ -215,7 +230,12 @@ def predict(
     if texts and not task.accepts_text:
         raise TLEngineError(f"task '{task.name}' predicts on files, not --text strings")
     items = [PredictInput(str(p), "file") for p in inputs] + [PredictInput(t, "text") for t in texts]
-    results = task.predict(model, items, meta["info"], options={"top_k": top_k})
+    if save_dir is not None:
+        if save_dir.exists() and not save_dir.is_dir():
+            raise TLEngineError(f"--save {save_dir} exists and is not a folder")
+        save_dir.mkdir(parents=True, exist_ok=True)
+    options = {"top_k": top_k, "score_threshold": score_threshold, "save_dir": save_dir}
+    results = task.predict(model, items, meta["info"], options=options)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
