@@ -22,6 +22,7 @@ are the plain image, odd views its mirror image, with the boxes mirrored by
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -31,18 +32,20 @@ from tlengine.errors import DataError
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from .datasets import DetectionItem
+from .datasets import DetectionItem, tile
 from .transforms import build_detection_transforms, flip_boxes
 
 __all__ = [
     "CACHE_AUGMENTATION",
     "DetectionDataset",
+    "ImageTile",
     "collate_detection",
     "extraction_batches",
     "fingerprint",
     "flip_targets",
     "load_image",
     "resized_target",
+    "tile_items",
     "targets",
     "to_original",
 ]
@@ -53,9 +56,33 @@ CACHE_AUGMENTATION = "detection:hflip-odd-views"
 _NO_NORMALISATION = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # the detector normalises itself
 
 
-def load_image(image: Path | Image.Image) -> Image.Image:
-    """The RGB image of an item (a file inside the data root, or an in-memory image of a
-    generated dataset); a file PIL cannot decode is a DataError naming it."""
+@dataclass(frozen=True)
+class ImageTile:
+    """A tile of a larger image: ``box`` (x1, y1, x2, y2 pixels) of ``image`` (``data.tile``)."""
+
+    image: Path | Image.Image
+    box: tuple[float, float, float, float]
+
+
+def tile_items(items: Sequence[DetectionItem], *, size: int, overlap: int, min_visible: float) -> list[DetectionItem]:
+    """Every item cut into ``size`` px tiles overlapping by ``overlap`` px (:func:`.datasets.tile`):
+    boxes clipped to their tile and kept when at least ``min_visible`` of them lies inside."""
+    out = []
+    for item in items:
+        h, w = _item_size(item)
+        for crop, boxes, labels in tile(item, (w, h), size, overlap, min_visible):
+            x1, y1, x2, y2 = crop
+            out.append(
+                DetectionItem(ImageTile(item.image, crop), boxes, labels, width=int(x2 - x1), height=int(y2 - y1))
+            )
+    return out
+
+
+def load_image(image: Path | Image.Image | ImageTile) -> Image.Image:
+    """The RGB image of an item (a file inside the data root, an in-memory image of a
+    generated dataset, or a tile of either); a file PIL cannot decode is a DataError naming it."""
+    if isinstance(image, ImageTile):
+        return load_image(image.image).crop(tuple(int(v) for v in image.box))
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     try:
@@ -158,11 +185,13 @@ def fingerprint(dataset: Dataset) -> str:
     h = hashlib.sha256(f"size={base.size};source={base.source}".encode())
     for i in idx:
         item = base.items[i]
-        if isinstance(item.image, Image.Image):
-            h.update(hashlib.sha256(item.image.tobytes()).digest())
+        image, crop = (item.image.image, item.image.box) if isinstance(item.image, ImageTile) else (item.image, None)
+        if isinstance(image, Image.Image):
+            h.update(hashlib.sha256(image.tobytes()).digest())
         else:
-            stat = Path(item.image).stat()
-            h.update(f"{item.image}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            stat = Path(image).stat()
+            h.update(f"{image}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        h.update(repr(crop).encode())
         h.update(repr((item.boxes, item.labels)).encode())
     return h.hexdigest()[:32]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tlengine.config import DataConfig, ModelConfig
 from tlengine.errors import ConfigError, DataError
 from tlengine.execution import InputFormat
@@ -44,10 +44,28 @@ REPORT_IMAGES = 6
 REPORT_SCORE = 0.3
 
 
+class TileOptions(BaseModel):
+    """``data.tile``: cut large images (aerial, documents) into square tiles before training."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(ge=32, description="tile side in pixels of the original image")
+    overlap: int = Field(0, ge=0, description="pixels shared by neighbouring tiles")
+    min_visible: float = Field(0.6, gt=0.0, le=1.0, description="keep a clipped box when this much of it is inside")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "TileOptions":
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        return self
+
+
 class DetectionDataOptions(BaseModel):
     """The detection task's keys in the pipeline's ``data:`` section."""
 
     model_config = ConfigDict(extra="forbid")
+    tile: TileOptions | None = Field(
+        None, description="cut every image into tiles (after the split, so no image is in two splits)"
+    )
     augment: Literal["none", "light", "strong"] = Field(
         "light",
         description="none | light (flip, mild zoom-out) | strong (+ colour, IoU crop, zoom-out to 2.5x); "
@@ -157,11 +175,26 @@ class ObjectDetectionTask(Task):
             raise DataError(f"dataset '{data.dataset}' ({samples.source}) has no boxes to learn from")
         split, warnings = _split(samples, data.val_fraction, data.test_fraction, seed)
         size = int(preprocessing["input_size"])
-        augment = self.data_options(data).augment
+        options = self.data_options(data)
+        items = samples.items
+        if options.tile is not None:  # tiles after the split: tiles of one image never land in two splits
+            t = options.tile
+            tiled = {
+                k: batches.tile_items([items[i] for i in v], size=t.size, overlap=t.overlap, min_visible=t.min_visible)
+                for k, v in split.items()
+            }
+            items, start = [], 0
+            for k in ("train", "val", "test"):
+                items += tiled[k]
+                split[k] = list(range(start, start + len(tiled[k])))
+                start += len(tiled[k])
+            samples = DetectionSamples(
+                items, samples.classes, f"{samples.source}, in {t.size} px tiles", samples.skipped
+            )
 
         def subset(indices: list[int], train: bool) -> Subset:
             dataset = batches.DetectionDataset(
-                samples.items, size=size, augment=augment if train else "none", train=train, source=samples.source
+                items, size=size, augment=options.augment if train else "none", train=train, source=samples.source
             )
             return Subset(dataset, indices)
 
