@@ -165,6 +165,19 @@ class ObjectDetectionTask(Task):
         detector.preprocessing = {**detector.preprocessing, **info.get("preprocessing", {})}
         return detector
 
+    def init_from_state(
+        self, model: TransferModel, state: Mapping[str, torch.Tensor], parts: Sequence[str], *, source: str
+    ) -> None:
+        """``init_from`` an earlier stage, also of another task: an image-classification
+        stage's ``backbone.*`` loads into the detector's backbone, strictly, except the layers
+        the detector never runs (e.g. MobileNetV3's pre-logits ``classifier.0``)."""
+        from tlengine.model import load_parts
+
+        dropped = tuple(f"backbone.{name}." for name in getattr(model.part("backbone").module, "dropped", []))
+        load_parts(
+            model, {k: v for k, v in state.items() if not (dropped and k.startswith(dropped))}, parts, source=source
+        )
+
     # ------------------------------------------------------------------ data
     def build_data(self, data: DataConfig, *, preprocessing: dict[str, Any], base_dir: Path, seed: int) -> TaskData:
         spec = self.registries.datasets.get(data.dataset)
