@@ -399,10 +399,11 @@ def _text_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    """Kernel, extraction, training and/or text tables for a result of kernels, training, extraction, text or all."""
+    """Kernel, extraction, training, text and/or detection tables for a result of any kind (or all)."""
     rows = result.get("rows", [])
     text_rows = [r for r in rows if str(r.get("kind", "")).startswith("text-")]
-    rows = [r for r in rows if not str(r.get("kind", "")).startswith("text-")]
+    detection_rows = [r for r in rows if str(r.get("kind", "")).startswith("detection-")]
+    rows = [r for r in rows if not str(r.get("kind", "")).startswith(("text-", "detection-"))]
     kernel_rows = [r for r in rows if r.get("kind") == "kernel" or ("op" in r and "arm" not in r)]
     training_rows = [r for r in rows if r.get("kind") == "training" or ("arm" in r and "op" not in r)]
     extraction_rows = [r for r in rows if r.get("kind") == "extraction"]
@@ -429,6 +430,10 @@ def to_markdown(result: dict[str, Any]) -> str:
         out += _training_section(result, training_rows)
     if text_rows:
         out += _text_section(result, text_rows)
+    if detection_rows:
+        from benchmarks.detection import markdown_section
+
+        out += markdown_section(result, detection_rows)
     skipped = result.get("skipped") or (result.get("text") or {}).get("skipped")
     if skipped:
         out += [skipped, ""]

@@ -242,7 +242,8 @@ def test_quick_extraction_benchmark_cli(tmp_path: Path) -> None:
 def test_extraction_no_compile_and_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """--no-compile reaches the extraction bench; `all` runs kernels, extraction, training, text (stubbed)."""
+    """--no-compile reaches the extraction bench; `all` runs kernels, extraction, training, text, detection (stubbed)."""
+    import benchmarks.detection
     import benchmarks.extraction
     import benchmarks.kernels
     import benchmarks.report
@@ -289,10 +290,16 @@ def test_extraction_no_compile_and_all(
         return {"kind": "text", "device": "cpu", "threads": 2, "torch": "x", "rows": [xrow]}
 
     monkeypatch.setattr(benchmarks.text, "run_text_benchmark", fake_text)
+    drow = {"kind": "detection-training", "arm": "naive", "epochs": 1, "seconds": 1.0, "map_50": 0.5}
+    monkeypatch.setattr(
+        benchmarks.detection,
+        "run_detection_benchmark",
+        lambda **kw: {"kind": "detection", "device": "cpu", "threads": 2, "torch": "x", "rows": [drow]},
+    )
     assert benchmarks.run.main(["all", "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["kind"] == "all" and printed["rows"] == [erow, trow, xrow]
-    assert {"kernels", "extraction", "training", "text"} <= printed.keys()
+    assert printed["kind"] == "all" and printed["rows"] == [erow, trow, xrow, drow]
+    assert {"kernels", "extraction", "training", "text", "detection"} <= printed.keys()
     assert text_seen["device"] == "cpu" and text_seen["epochs"] == 10
     assert "## Text training" in benchmarks.report.to_markdown(printed)
 
