@@ -333,7 +333,7 @@ def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> N
 
 
 @main.command()
-@click.argument("what", type=click.Choice(["kernels", "training", "extraction", "text", "all"]))
+@click.argument("what", type=click.Choice(["kernels", "training", "extraction", "text", "detection", "all"]))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--quick", is_flag=True, help="Small sizes (seconds, for smoke tests).")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write JSON and markdown here.")
@@ -344,7 +344,8 @@ def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> N
 def bench(what: str, as_json: bool, quick: bool, out: Path | None, no_compile: bool) -> None:
     """Fused ops vs eager vs torch.compile; cached vs naive feature-extraction training;
     frozen-backbone images/s eager / channels-last / bf16 / compiled; text: cached vs naive
-    training and encoder texts/s, dynamic padding vs max_length."""
+    training and encoder texts/s, dynamic padding vs max_length; detection: cached feature
+    maps vs naive training and detector images/s."""
     repo = Path(__file__).resolve().parents[1]
     if not (repo / "benchmarks" / "run.py").is_file():
         raise TLEngineError(
