@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tlengine.config import DataConfig, ModelConfig
 from tlengine.errors import ConfigError, DataError
 from tlengine.execution import InputFormat
@@ -107,7 +107,18 @@ class ObjectDetectionTask(Task):
         from tlengine_plugins.image_classification.backbones import check_model_args
 
         problems = check_model_args(model.backbone, model.args, model.weights, self.registries, base_dir)
-        options = self.model_options(model)
+        try:
+            options = self.model_options(model)
+        except ValidationError:  # the schema's own errors are reported already
+            return problems
+        if options.detector in ("fcos", "retinanet") and options.fpn_channels % 32:
+            problems.append(
+                (
+                    "model.fpn_channels",
+                    f"{options.detector}'s head normalises in 32 groups, so it needs a multiple of 32, "
+                    f"got {options.fpn_channels}",
+                )
+            )
         if options.input_size % 32:
             problems.append(
                 ("model.input_size", f"must be a multiple of 32 (the stride of C5), got {options.input_size}")
@@ -323,7 +334,7 @@ class ObjectDetectionTask(Task):
         from .reports import draw_detections
 
         size = int(info["preprocessing"]["input_size"])
-        threshold = float(options.get("score_threshold") or 0.5)
+        threshold = 0.5 if options.get("score_threshold") is None else float(options["score_threshold"])
         save_dir = options.get("save_dir")
         classes = info["classes"]
         dataset = batches.DetectionDataset([], size=size, augment="none", train=False)

@@ -74,12 +74,6 @@ def test_bad_input_size_is_one_config_error_line(override, reason, write_pipelin
     assert not out.exists()  # refused before anything is written
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validation.py calls Task.check_config even when model options failed their schema; the detection "
-    "task's check_config (task.py: self.model_options(model)) then raises pydantic's ValidationError -> "
-    "'internal error', exit 1",
-)
 def test_unknown_detector_is_one_config_error_line(write_pipeline, cli, tmp_path) -> None:
     pipeline = write_pipeline(TINY_OD)
     proc = cli("run", str(pipeline), "model.detector=yolo", "--output", str(tmp_path / "run"))
@@ -89,12 +83,6 @@ def test_unknown_detector_is_one_config_error_line(write_pipeline, cli, tmp_path
     assert "fcos" in lines[0], err  # names the known detectors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fpn_channels (schema: >= 8) not a multiple of 32 passes validation but fcos/retinanet build "
-    "GroupNorm(32, fpn_channels): 'internal error: ValueError: num_channels (16) must be divisible by "
-    "num_groups (32)', exit 1",
-)
 def test_fpn_channels_that_group_norm_cannot_split_is_a_config_error(write_pipeline, cli, tmp_path) -> None:
     pipeline = write_pipeline(TINY_OD)
     proc = cli("validate", str(pipeline), "model.fpn_channels=16")

@@ -389,10 +389,6 @@ def test_evaluate_equals_an_independent_pycocotools_run_in_original_pixels(task,
 
 
 # ------------------------------------------------------------------ predict
-@pytest.mark.xfail(
-    strict=True,
-    reason="task.py predict: `float(options.get('score_threshold') or 0.5)` turns --score-threshold 0 into 0.5",
-)
 def test_predict_score_threshold_zero_keeps_every_detection(task, tmp_path) -> None:
     torch.manual_seed(0)
     model, data = build(task, tmp_path, data=synthetic(6), score_threshold=0.0, detections_per_image=10)
