@@ -73,8 +73,13 @@ def _xywh(box: np.ndarray) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-def _build_coco(targets: Sequence[dict], predictions: Sequence[dict], classes: Sequence[str]) -> tuple[COCO, COCO, int]:
-    """(ground truth, detections, number of GT boxes) as pycocotools objects; image ids are 1-based."""
+def coco_documents(
+    targets: Sequence[dict], predictions: Sequence[dict], classes: Sequence[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The COCO files of an evaluation: the ground truth as a COCO instances dataset
+    (``images``, ``annotations``, ``categories``; image ids 1-based in input order, category
+    id = label + 1) and the detections in COCO's results format (``image_id``,
+    ``category_id``, ``bbox`` xywh, ``score``) - what ``COCO(gt).loadRes(dt)`` takes."""
     k = len(classes)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -113,13 +118,20 @@ def _build_coco(targets: Sequence[dict], predictions: Sequence[dict], classes: S
             results.append(
                 {"image_id": image_id, "category_id": int(label) + 1, "bbox": _xywh(box), "score": float(score)}
             )
-
-    gt = COCO()
-    gt.dataset = {
+    dataset = {
         "images": images,
         "annotations": annotations,
         "categories": [{"id": c + 1, "name": str(name)} for c, name in enumerate(classes)],
     }
+    return dataset, results
+
+
+def _build_coco(targets: Sequence[dict], predictions: Sequence[dict], classes: Sequence[str]) -> tuple[COCO, COCO, int]:
+    """(ground truth, detections, number of GT boxes) as pycocotools objects; image ids are 1-based."""
+    dataset, results = coco_documents(targets, predictions, classes)
+    images, annotations = dataset["images"], dataset["annotations"]
+    gt = COCO()
+    gt.dataset = dataset
     gt.createIndex()
     if results:
         dt = gt.loadRes(results)

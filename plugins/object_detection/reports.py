@@ -6,7 +6,10 @@
   arm's predictions with a score of at least ``task.REPORT_SCORE`` (right);
 * ``plots/per_class_ap.png`` — AP@.5 per class and arm (:func:`.metrics.plot_per_class_ap`);
 * ``plots/pr_curves.png`` — precision-recall at IoU .5 per class and arm;
-* ``reports/per_class_ap.md`` — the same per-class AP@.5 and AP@[.5:.95] as a table.
+* ``reports/per_class_ap.md`` — the same per-class AP@.5 and AP@[.5:.95] as a table;
+* ``reports/coco_ground_truth.json`` and ``reports/coco_detections_<arm>.json`` — the test
+  split's ground truth as a COCO dataset and each arm's detections in COCO's results format,
+  so the printed metrics can be recomputed with pycocotools alone.
 
 :func:`draw_detections` is also what ``tlengine predict --save DIR`` writes.
 """
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 import colorsys
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -116,6 +120,17 @@ def write_detection_reports(
         write_text(table, _per_class_table(arms, classes))
         written.append(table)
     for arm, evaluation in arms.items():
+        coco = evaluation.details.get("coco")
+        if coco:
+            reports = Path(run_dir) / "reports"
+            reports.mkdir(exist_ok=True)
+            truth = reports / "coco_ground_truth.json"
+            if not truth.exists():
+                write_text(truth, json.dumps(coco["ground_truth"]))
+                written.append(truth)
+            path = reports / f"coco_detections_{arm}.json"
+            write_text(path, json.dumps(coco["detections"]))
+            written.append(path)
         sheet = _prediction_sheet(evaluation, items, classes)
         if sheet is not None:
             path = plots / f"detections_{arm}.png"

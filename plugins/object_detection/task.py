@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from . import batches
 from .datasets import DetectionSamples
 from .detectors import build_detector
-from .metrics import coco_evaluate
+from .metrics import coco_documents, coco_evaluate
 
 #: smallest input side per detector: FPN level P7 (stride 128) or SSDlite's last extra layer
 #: must keep 2x2 cells, or GroupNorm/BatchNorm in training see one value per channel
@@ -260,7 +260,7 @@ class ObjectDetectionTask(Task):
 
     def evaluate(self, model: Any, loader: DataLoader, device: torch.device, info: dict[str, Any]) -> Evaluation:
         size = int(info["preprocessing"]["input_size"])
-        truths, predictions, examples = [], [], []
+        truths, predictions, examples, image_sizes = [], [], [], []
         for batch in loader:
             inputs, targets = self.move_to(batch, device)
             outputs = model(inputs)
@@ -269,6 +269,7 @@ class ObjectDetectionTask(Task):
                     {k: v.detach().cpu() for k, v in out.items()}, target["orig_size"].cpu(), size
                 )
                 truths.append({"boxes": target["orig_boxes"].cpu(), "labels": target["orig_labels"].cpu()})
+                image_sizes.append(target["orig_size"].tolist())
                 predictions.append(pred)
                 if len(examples) < REPORT_IMAGES:
                     keep = pred["scores"] >= REPORT_SCORE
@@ -281,6 +282,9 @@ class ObjectDetectionTask(Task):
                     )
         result = coco_evaluate(truths, predictions, info["classes"])
         result.details["examples"] = examples
+        sizes = [{**t, "image_size": [int(v) for v in t_size]} for t, t_size in zip(truths, image_sizes)]
+        ground_truth, detections = coco_documents(sizes, predictions, info["classes"])
+        result.details["coco"] = {"ground_truth": ground_truth, "detections": detections}
         return result
 
     # ------------------------------------------------------------------ reports

@@ -152,6 +152,26 @@ def test_tiny_detection_run_writes_its_reports_and_predicts(write_pipeline, cli,
     for cls in ("circle", "square", "triangle"):
         assert f"| {cls} |" in table
     assert all(f"{arm} AP@.5" in table for arm in arms)
+    # the printed metrics, recomputed by pycocotools alone from the files the run wrote
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(out / "reports" / "coco_ground_truth.json"))
+        for arm in arms:
+            detections = json.loads((out / "reports" / f"coco_detections_{arm}.json").read_text())
+            if not detections:
+                continue
+            evaluator = COCOeval(gt, gt.loadRes(detections), "bbox")
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+            printed = metrics["arms"][arm]["metrics"]
+            assert abs(evaluator.stats[1] - printed["map_50"]) < 1e-9, arm
+            assert abs(evaluator.stats[0] - printed["map"]) < 1e-9, arm
 
     image = tmp_path / "scene.png"
     _scene(image, seed=11)
