@@ -269,6 +269,8 @@ class DetectorModel(TransferModel):
         self.kind = kind
         self.num_classes = 0  # set by build_detector
         self.label_offset = 1 if kind in _BACKGROUND_FIRST else 0
+        #: stride (input pixels per cell) of the backbone's first map: 8 for C3
+        self.first_stride = _STRIDES[0]
         self.add_part("backbone", body, blocks=backbone.blocks)
         self.add_part("neck", neck)
         self.add_part("head", head)
@@ -310,15 +312,15 @@ class DetectorModel(TransferModel):
 
         ``image_list``: torchvision's ImageList of the batch, from the detector's transform.
         Without it (training from cached maps) every image is taken to fill the batch
-        (stride-8 map x 8 pixels, what one fixed input size gives) and ``targets`` to be in
+        (first map x :attr:`first_stride` pixels, what one fixed input size gives) and ``targets`` to be in
         those pixels already (the transform does not resize an image of its own size)."""
         if image_list is None:
             from torchvision.models.detection.image_list import ImageList
 
-            c3 = features["c3"]
-            height, width = int(c3.shape[-2]) * _STRIDES[0], int(c3.shape[-1]) * _STRIDES[0]
-            shape = (c3.shape[0], 3, height, width)
-            image_list = ImageList(c3.new_zeros(()).expand(shape), [(height, width)] * c3.shape[0])
+            first = next(iter(features.values()))
+            height, width = int(first.shape[-2]) * self.first_stride, int(first.shape[-1]) * self.first_stride
+            shape = (first.shape[0], 3, height, width)
+            image_list = ImageList(first.new_zeros(()).expand(shape), [(height, width)] * first.shape[0])
             targets = self._targets(targets)
         out = self.run_part("head", image_list, self.run_part("neck", features), targets)
         if self.training:

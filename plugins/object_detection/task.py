@@ -34,6 +34,7 @@ from . import batches
 from .datasets import DetectionSamples
 from .detectors import build_detector
 from .metrics import coco_documents, coco_evaluate
+from .pretrained_detectors import PRETRAINED_DETECTORS
 
 #: smallest input side per detector: FPN level P7 (stride 128) or SSDlite's last extra layer
 #: must keep 2x2 cells, or GroupNorm/BatchNorm in training see one value per channel
@@ -77,6 +78,11 @@ class DetectionModelOptions(BaseModel):
     """The detection task's keys in the pipeline's ``model:`` section."""
 
     model_config = ConfigDict(extra="forbid")
+    pretrained_detector: str | None = Field(
+        None,
+        description="start from a whole torchvision detector, e.g. fasterrcnn_resnet50_fpn (its class layers "
+        "replaced), whose weights model.weights names: COCO_V1 / DEFAULT (hub cache or network) or a file",
+    )
     detector: Literal["fasterrcnn", "retinanet", "fcos", "ssdlite"] = Field(
         "fcos", description="torchvision detector: fasterrcnn (FPN) | retinanet | fcos | ssdlite"
     )
@@ -106,11 +112,14 @@ class ObjectDetectionTask(Task):
     def check_config(self, model: ModelConfig, data: DataConfig, *, base_dir: Path) -> list[tuple[str, str]]:
         from tlengine_plugins.image_classification.backbones import check_model_args
 
-        problems = check_model_args(model.backbone, model.args, model.weights, self.registries, base_dir)
         try:
             options = self.model_options(model)
         except ValidationError:  # the schema's own errors are reported already
-            return problems
+            return check_model_args(model.backbone, model.args, model.weights, self.registries, base_dir)
+        if options.pretrained_detector is not None:  # model.weights are the detector's
+            problems = check_model_args(model.backbone, model.args, None, self.registries, base_dir)
+            return problems + _pretrained_detector_problems(model, options, base_dir)
+        problems = check_model_args(model.backbone, model.args, model.weights, self.registries, base_dir)
         if options.detector in ("fcos", "retinanet") and options.fpn_channels % 32:
             problems.append(
                 (
@@ -137,6 +146,15 @@ class ObjectDetectionTask(Task):
     def preprocessing(self, model: ModelConfig, *, init: Mapping[str, bool], base_dir: Path) -> dict[str, Any]:
         from tlengine_plugins.image_classification.backbones import build_backbone
 
+        options = self.model_options(model)
+        if options.pretrained_detector is not None:  # built here so that weights which do not fit fail early
+            detector = self._pretrained(model, 1, init=init, base_dir=base_dir)
+            return {
+                "input_size": options.input_size,
+                "mean": list(detector.preprocessing["mean"]),
+                "std": list(detector.preprocessing["std"]),
+                "detector": options.pretrained_detector,
+            }
         backbone = build_backbone(
             model.backbone,
             weights=model.weights if init.get("backbone") else None,
@@ -144,7 +162,6 @@ class ObjectDetectionTask(Task):
             base_dir=base_dir,
             **model.args,
         )
-        options = self.model_options(model)
         pp = backbone.preprocessing
         return {
             "input_size": options.input_size,
@@ -157,6 +174,10 @@ class ObjectDetectionTask(Task):
         self, model: ModelConfig, info: dict[str, Any], *, init: Mapping[str, bool], base_dir: Path
     ) -> TransferModel:
         options = self.model_options(model)
+        if options.pretrained_detector is not None:
+            detector = self._pretrained(model, len(info["classes"]), init=init, base_dir=base_dir)
+            detector.preprocessing = {**detector.preprocessing, **info.get("preprocessing", {})}
+            return detector
         if model.backbone not in self.registries.backbones:
             raise ConfigError([("model.backbone", f"unknown backbone '{model.backbone}'")])
         extra = {"fpn_channels": options.fpn_channels} if options.detector != "ssdlite" else {}
@@ -175,6 +196,21 @@ class ObjectDetectionTask(Task):
         )
         detector.preprocessing = {**detector.preprocessing, **info.get("preprocessing", {})}
         return detector
+
+    def _pretrained(self, model: ModelConfig, num_classes: int, *, init: Mapping[str, bool], base_dir: Path) -> Any:
+        from .pretrained_detectors import build_pretrained_detector
+
+        options = self.model_options(model)
+        return build_pretrained_detector(
+            options.pretrained_detector,
+            num_classes,
+            weights=model.weights if init.get("backbone") else None,
+            base_dir=base_dir,
+            min_size=options.input_size,
+            max_size=options.input_size,
+            score_threshold=options.score_threshold,
+            detections_per_image=options.detections_per_image,
+        )
 
     def init_from_state(
         self, model: TransferModel, state: Mapping[str, torch.Tensor], parts: Sequence[str], *, source: str
@@ -375,6 +411,27 @@ class ObjectDetectionTask(Task):
         if result.get("drawn"):
             lines.append(f"  drawn: {result['drawn']}")
         return "\n".join(lines)
+
+
+def _pretrained_detector_problems(
+    model: ModelConfig, options: DetectionModelOptions, base_dir: Path
+) -> list[tuple[str, str]]:
+    from .pretrained_detectors import detector_weight_problem
+
+    name = options.pretrained_detector
+    if name not in PRETRAINED_DETECTORS:
+        return [("model.pretrained_detector", detector_weight_problem(name, None, base_dir) or "")]
+    problems = []
+    problem = detector_weight_problem(name, model.weights, base_dir)
+    if problem is not None:
+        problems.append(("model.weights", problem))
+    if PRETRAINED_DETECTORS[name] != options.detector:
+        problems.append(
+            ("model.detector", f"{name} is a {PRETRAINED_DETECTORS[name]} detector, not {options.detector}")
+        )
+    if not name.split("_", 1)[1].startswith(model.backbone + "_"):
+        problems.append(("model.backbone", f"{name} is built on another backbone than '{model.backbone}'"))
+    return problems
 
 
 def _split(
