@@ -7,6 +7,8 @@
 * ``plots/per_class_ap.png`` — AP@.5 per class and arm (:func:`.metrics.plot_per_class_ap`);
 * ``plots/pr_curves.png`` — precision-recall at IoU .5 per class and arm;
 * ``reports/per_class_ap.md`` — the same per-class AP@.5 and AP@[.5:.95] as a table;
+* ``reports/data.json`` — the dataset: its source, images and boxes per split, and what
+  ``skip_invalid`` dropped (reason -> count);
 * ``reports/coco_ground_truth.json`` and ``reports/coco_detections_<arm>.json`` — the test
   split's ground truth as a COCO dataset and each arm's detections in COCO's results format,
   so the printed metrics can be recomputed with pycocotools alone.
@@ -111,21 +113,23 @@ def write_detection_reports(
     written: list[Path] = []
     plots = Path(run_dir) / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    reports = Path(run_dir) / "reports"
+    reports.mkdir(exist_ok=True)
+    data = {k: info.get(k) for k in ("source", "classes", "images", "boxes", "skipped")}
+    write_text(reports / "data.json", json.dumps(data, indent=2) + "\n")
+    written.append(reports / "data.json")
     details = {arm: evaluation.details for arm, evaluation in arms.items()}
     if any(d.get("per_class_ap") for d in details.values()):
         written.append(plot_per_class_ap(details, classes, plots / "per_class_ap.png"))
         written.append(plot_pr_curves(details, classes, plots / "pr_curves.png"))
-        table = Path(run_dir) / "reports" / "per_class_ap.md"
-        table.parent.mkdir(exist_ok=True)
+        table = reports / "per_class_ap.md"
         write_text(table, _per_class_table(arms, classes))
         written.append(table)
+    truth = reports / "coco_ground_truth.json"
     for arm, evaluation in arms.items():
         coco = evaluation.details.get("coco")
         if coco:
-            reports = Path(run_dir) / "reports"
-            reports.mkdir(exist_ok=True)
-            truth = reports / "coco_ground_truth.json"
-            if not truth.exists():
+            if truth not in written:  # the same test split for every arm
                 write_text(truth, json.dumps(coco["ground_truth"]))
                 written.append(truth)
             path = reports / f"coco_detections_{arm}.json"
