@@ -399,3 +399,29 @@ def test_predict_score_threshold_zero_keeps_every_detection(task, tmp_path) -> N
     some = task.predict(model, [PredictInput(str(path), "file")], info, options={"score_threshold": 1e-6})
     assert len(some[0]["detections"]) == 10  # the random head scores far below 0.5
     assert len(every[0]["detections"]) == 10
+
+
+def test_data_tile_cuts_each_split_into_tiles_with_their_boxes(task, tmp_path) -> None:
+    mc = model_config()
+    pre = task.preprocessing(mc, init={"backbone": False}, base_dir=tmp_path)
+    plain = task.build_data(synthetic(10), preprocessing=pre, base_dir=tmp_path, seed=0)
+    tiled = task.build_data(
+        synthetic(10, tile={"size": 64, "overlap": 0, "min_visible": 0.01}),
+        preprocessing=pre,
+        base_dir=tmp_path,
+        seed=0,
+    )
+    # 128 px scenes in 64 px tiles: four tiles per image, and the split is by image, before tiling
+    for split in ("train", "val", "test"):
+        assert len(getattr(tiled, split)) == 4 * len(getattr(plain, split))
+    items = tiled.train.dataset.items
+    for i in tiled.train.indices:
+        item = items[i]
+        assert (item.width, item.height) == (64, 64)
+        image = batches.load_image(item.image)
+        assert image.size == (64, 64)
+        for x1, y1, x2, y2 in item.boxes:
+            assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
+    # with min_visible ~0 every box keeps at least one piece (a box across a tile border keeps two)
+    assert tiled.info["boxes"]["train"] >= plain.info["boxes"]["train"]
+    assert "in 64 px tiles" in tiled.info["source"]
