@@ -32,7 +32,8 @@ from tlengine.errors import DataError
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from .datasets import DetectionItem, tile
+from .datasets import DetectionItem
+from .tiling import tile
 from .transforms import build_detection_transforms, flip_boxes
 
 __all__ = [
@@ -65,7 +66,7 @@ class ImageTile:
 
 
 def tile_items(items: Sequence[DetectionItem], *, size: int, overlap: int, min_visible: float) -> list[DetectionItem]:
-    """Every item cut into ``size`` px tiles overlapping by ``overlap`` px (:func:`.datasets.tile`):
+    """Every item cut into ``size`` px tiles overlapping by ``overlap`` px (:func:`.tiling.tile`):
     boxes clipped to their tile and kept when at least ``min_visible`` of them lies inside."""
     out = []
     for item in items:

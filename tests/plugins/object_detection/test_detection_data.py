@@ -11,23 +11,11 @@ from PIL import Image
 from pydantic import ValidationError
 from tlengine.errors import DataError
 from tlengine.registry import Registry
-from tlengine_plugins.object_detection.datasets import (
-    COCO_JSON,
-    DETECTION_CSV,
-    TASK,
-    VOC,
-    CocoJsonArgs,
-    DetectionCsvArgs,
-    DetectionItem,
-    DetectionSamples,
-    VocArgs,
-    build_coco_json,
-    build_detection_csv,
-    build_voc,
-    register_datasets,
-    tile,
-    to_coco,
-)
+from tlengine_plugins.object_detection.coco_json import COCO_JSON, CocoJsonArgs, build_coco_json
+from tlengine_plugins.object_detection.datasets import TASK, DetectionItem, DetectionSamples, register_datasets, to_coco
+from tlengine_plugins.object_detection.detection_csv import DETECTION_CSV, DetectionCsvArgs, build_detection_csv
+from tlengine_plugins.object_detection.tiling import tile
+from tlengine_plugins.object_detection.voc import VOC, VocArgs, build_voc
 
 
 def write_png(path: Path, size: tuple[int, int] = (40, 30)) -> Path:
