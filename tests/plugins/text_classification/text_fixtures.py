@@ -39,7 +39,10 @@ def write_tiny_bert(folder: Path, *, layers: int = 2, hidden: int = 32, seed: in
     words = sorted({w for text in TOPICS.values() for w in text.split()} | set(FILLERS))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    # transformers 5 ignores vocab_file= here (every word would be [UNK]): pass the vocab itself
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    assert tokenizer.convert_tokens_to_ids(words[0]) == 5, "the tiny tokenizer lost its vocabulary"
+    tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),
