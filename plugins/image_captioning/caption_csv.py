@@ -43,6 +43,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tlengine.data import DatasetSpec
+from tlengine.data.paths import existing_file, resolve_file, resolve_image_root
 from tlengine.errors import DataError
 
 from .datasets import (
@@ -51,10 +52,7 @@ from .datasets import (
     ImageCaptions,
     Invalid,
     clean_caption,
-    existing_file,
     finish_items,
-    resolve_file,
-    resolve_image_root,
     source_line,
 )
 

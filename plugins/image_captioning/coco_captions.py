@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from tlengine.data import DatasetSpec
+from tlengine.data.paths import existing_file, resolve_file, resolve_image_root
 from tlengine.errors import DataError
 
 from .datasets import (
@@ -34,10 +35,7 @@ from .datasets import (
     ImageCaptions,
     Invalid,
     clean_caption,
-    existing_file,
     finish_items,
-    resolve_file,
-    resolve_image_root,
     source_line,
 )
 

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tlengine.data import resolve_under
 from tlengine.errors import DataError
 
 __all__ = [
@@ -146,30 +145,6 @@ def image_size(path: Path, where: str = "") -> tuple[int, int]:
         raise DataError(f"{where}image {path} does not exist") from None
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
         raise DataError(f"{where}image {path} is not a readable image ({error_reason(exc)})") from None
-
-
-def resolve_file(root: Path, base: Path, relative: str, where: str) -> Path:
-    """``base / relative`` inside ``root``; DataError naming ``where`` if it leads out."""
-    try:
-        return resolve_under(root, base / relative, what="image")
-    except DataError:
-        raise DataError(f"{where}: image path '{relative}' is outside the data root {Path(root).resolve()}") from None
-
-
-def existing_file(root: Path, relative: str, what: str) -> Path:
-    path = resolve_under(root, relative, what=what)
-    if not path.is_file():
-        raise DataError(f"{what} {path} {'is not a file' if path.exists() else 'does not exist'}")
-    return path
-
-
-def resolve_image_root(root: Path, image_root: str | None, default: Path) -> Path:
-    if image_root is None:
-        return default
-    folder = resolve_under(root, image_root, what="image_root")
-    if not folder.is_dir():
-        raise DataError(f"image_root {folder} is not an existing directory")
-    return folder
 
 
 class ImageCaptions:

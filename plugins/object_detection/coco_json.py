@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from tlengine.data import DatasetSpec
+from tlengine.data.paths import existing_file, resolve_file, resolve_image_root
 from tlengine.errors import DataError
 
 from .datasets import (
@@ -32,11 +33,8 @@ from .datasets import (
     Boxes,
     DetectionSamples,
     Invalid,
-    existing_file,
     plural,
     positive_int,
-    resolve_file,
-    resolve_image_root,
     source_line,
 )
 

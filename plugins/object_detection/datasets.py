@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tlengine.data import resolve_under
 from tlengine.errors import DataError
 
 __all__ = [
@@ -219,30 +218,6 @@ def positive_int(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
         return int(value)
     return None
-
-
-def resolve_file(root: Path, base: Path, relative: str, where: str) -> Path:
-    """``base / relative`` inside ``root``; DataError naming ``where`` if it leads out."""
-    try:
-        return resolve_under(root, base / relative, what="image")
-    except DataError:
-        raise DataError(f"{where}: image path '{relative}' is outside the data root {Path(root).resolve()}") from None
-
-
-def existing_file(root: Path, relative: str, what: str) -> Path:
-    path = resolve_under(root, relative, what=what)
-    if not path.is_file():
-        raise DataError(f"{what} {path} {'is not a file' if path.exists() else 'does not exist'}")
-    return path
-
-
-def resolve_image_root(root: Path, image_root: str | None, default: Path) -> Path:
-    if image_root is None:
-        return default
-    folder = resolve_under(root, image_root, what="image_root")
-    if not folder.is_dir():
-        raise DataError(f"image_root {folder} is not an existing directory")
-    return folder
 
 
 class Boxes:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tlengine.data import DatasetSpec
+from tlengine.data.paths import existing_file, resolve_file, resolve_image_root
 from tlengine.errors import DataError
 
 from .datasets import (
@@ -30,10 +31,7 @@ from .datasets import (
     DetectionSamples,
     Invalid,
     check_class_names,
-    existing_file,
     label_order,
-    resolve_file,
-    resolve_image_root,
     source_line,
 )
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tlengine.data import DatasetSpec, resolve_under
+from tlengine.data.paths import resolve_file
 from tlengine.errors import DataError
 
 from .datasets import (
@@ -34,7 +35,6 @@ from .datasets import (
     error_reason,
     label_order,
     positive_int,
-    resolve_file,
     source_line,
 )
 
