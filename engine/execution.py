@@ -38,6 +38,7 @@ offers, through :meth:`TransferModel.run_part`, for every task alike:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -502,11 +503,20 @@ def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _floats(out: Any) -> list[torch.Tensor]:
-    """The floating tensors of a part's output: itself, or the items of a tuple/list/dict."""
-    if isinstance(out, torch.Tensor):
-        return [out] if out.is_floating_point() else []
-    values = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
-    return [x for x in values if isinstance(x, torch.Tensor) and x.is_floating_point()]
+    """The per-sample floating tensors of a part's output: itself, or the items of a
+    tuple/list/dict or the fields of a dataclass; scalars (a loss) are not per sample."""
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        out = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    values = (
+        [out]
+        if isinstance(out, torch.Tensor)
+        else out.values()
+        if isinstance(out, dict)
+        else out
+        if isinstance(out, (tuple, list))
+        else ()
+    )
+    return [x for x in values if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() > 0]
 
 
 def _map(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

@@ -196,7 +196,13 @@ class Strategy:
             if not part.pretrained:
                 for p in part.module.parameters():
                     p.requires_grad_(True)
-        model.frozen_parts = fully_frozen if self.frozen_backbone else set()
+        # A frozen part that holds a trained attached part (a decoder's new cross-attention,
+        # an adapter) must still build an autograd graph: it is not run as a frozen part.
+        attached_ids = {id(p) for part in model.parts.values() if part.attached for p in part.module.parameters()}
+        holding = {
+            name for name in fully_frozen if any(id(p) in attached_ids for p in model.part(name).module.parameters())
+        }
+        model.frozen_parts = fully_frozen - holding if self.frozen_backbone else set()
         execution = getattr(model, "execution", None)
         if execution is not None:  # frozen blocks of a part that trains run in reduced precision
             attached = [p.module for p in model.parts.values() if p.attached]

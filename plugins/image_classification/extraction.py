@@ -169,19 +169,22 @@ def fingerprint(dataset: Dataset) -> str:
     return fingerprint_items(items())
 
 
-def view_params(samples: torch.Tensor, view: int, seed: int, base: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(offsets int64 [B,2], mirror bool [B]) of ``view`` for each sample index."""
+def view_params(
+    samples: torch.Tensor, view: int, seed: int, base: int, size: int, *, mirror: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offsets int64 [B,2], mirror flags bool [B]) of ``view`` for each sample index; with
+    ``mirror`` False no view is mirrored (the offsets are the same either way)."""
     n = samples.numel()
     if view == 0:
         centre = centre_offset(base, size)
         return torch.full((n, 2), centre, dtype=torch.int64), torch.zeros(n, dtype=torch.bool)
     offsets = torch.empty((n, 2), dtype=torch.int64)
-    mirror = torch.empty(n, dtype=torch.bool)
+    flips = torch.empty(n, dtype=torch.bool)
     for j, s in enumerate(samples.tolist()):
         g = torch.Generator().manual_seed(derive_seed(seed, "view", s, view))
         offsets[j] = torch.randint(0, base - size + 1, (2,), generator=g)
-        mirror[j] = bool(torch.randint(0, 2, (1,), generator=g))
-    return offsets, mirror
+        flips[j] = bool(torch.randint(0, 2, (1,), generator=g)) and mirror
+    return offsets, flips
 
 
 def extraction_batches(
@@ -196,10 +199,12 @@ def extraction_batches(
     train: bool,
     input_format: InputFormat | None = None,
     num_workers: int = 0,
+    mirror: bool = True,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised ``[B,3,input,input]`` batches of the samples ``indices``, written by the
     fused op directly in the dtype and memory format of ``input_format`` (default float32,
-    contiguous). ``num_workers`` processes decode and resize the base images."""
+    contiguous). ``num_workers`` processes decode and resize the base images. ``mirror``
+    False: training views are crops only (captions say "left of")."""
     fmt = input_format or InputFormat()
     base_ds, positions = unwrap(dataset)
     size = int(preprocessing["input_size"])
@@ -221,8 +226,8 @@ def extraction_batches(
     for batch in loader:
         sample_idx = indices[start : start + batch.shape[0]]
         start += batch.shape[0]
-        offsets, mirror = view_params(sample_idx, view, seed, base, size)
+        offsets, flips = view_params(sample_idx, view, seed, base, size, mirror=mirror)
         out = ops.normalize_images(
-            batch, offsets, mirror, size, size, mean, std, fmt.dtype, channels_last=fmt.channels_last
+            batch, offsets, flips, size, size, mean, std, fmt.dtype, channels_last=fmt.channels_last
         )
         yield out, sample_idx
