@@ -198,6 +198,12 @@ def pipelines(as_json: bool) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Folder to write annotated outputs into (detection: each image with its boxes drawn).",
 )
+@click.option(
+    "--num-beams",
+    default=None,
+    type=click.IntRange(1, 16),
+    help="Beam width of generated outputs (captioning; default: the run's model.num_beams, 1 = greedy).",
+)
 @click.option("--arm", default=None, help="Use this arm's model instead of the run's primary one.")
 @click.option("--stage", default=None, help="With --arm: the stage (default: the last).")
 @click.option("--seed", default=None, type=int, help="With --arm: the seed (default: the first).")
@@ -210,6 +216,7 @@ def predict(
     top_k: int,
     score_threshold: float | None,
     save_dir: Path | None,
+    num_beams: int | None,
     arm: str | None,
     stage: str | None,
     seed: int | None,
@@ -234,7 +241,7 @@ def predict(
         if save_dir.exists() and not save_dir.is_dir():
             raise TLEngineError(f"--save {save_dir} exists and is not a folder")
         save_dir.mkdir(parents=True, exist_ok=True)
-    options = {"top_k": top_k, "score_threshold": score_threshold, "save_dir": save_dir}
+    options = {"top_k": top_k, "score_threshold": score_threshold, "save_dir": save_dir, "num_beams": num_beams}
     results = task.predict(model, items, meta["info"], options=options)
     if as_json:
         click.echo(json.dumps(results, indent=2))
