@@ -40,6 +40,26 @@ def test_feature_extraction_freezes_backbone_and_keeps_bn_stats():
     assert all(p.grad is None for p in model.backbone.parameters())
 
 
+def test_a_frozen_part_holding_a_trained_attached_part_still_builds_a_graph():
+    """Feature extraction freezes every pretrained part, but a part with a new part attached
+    inside it (a decoder's cross-attention, an adapter) must run with autograd, or the
+    attached part gets no gradient."""
+    model = make_model()
+    inner = nn.Conv2d(4, 4, 1)
+    block = model.blocks[1][1]
+    block.insert(1, inner)  # an adapter inside block b1: its parameters are the attached part's
+    model.add_part("adapter", inner, attached=True)
+    s = FeatureExtraction(StrategyConfig(name="feature-extraction"))
+    s.apply(model, 1)
+    s.train_mode(model)
+    assert model.frozen_parts == set()  # would be {"backbone"} without the adapter
+    assert all(p.requires_grad for p in inner.parameters())
+    assert not any(p.requires_grad for n, p in model.backbone.named_parameters() if not n.startswith("1.1."))
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert inner.weight.grad is not None and inner.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for n, p in model.backbone.named_parameters() if not n.startswith("1.1."))
+
+
 def test_fine_tune_top_k_and_discriminative_lr():
     model = make_model()
     s = FineTune(StrategyConfig(name="fine-tune", unfreeze=2, backbone_lr_mult=0.1))
