@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 #: metric names containing these are never shown as percentages, even when in [0, 1]
-_NOT_RATES = ("loss", "mae", "mse", "rmse", "r2", "seconds", "perplexity")
+#: (CIDEr is on its own scale, commonly 0-10)
+_NOT_RATES = ("loss", "mae", "mse", "rmse", "r2", "seconds", "perplexity", "cider")
 
 
 def _is_number(value: Any) -> bool:
@@ -90,6 +91,8 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     base_name, base_metrics = _baseline_arm(summary, arms)
     base_value = (base_metrics or {}).get(primary)
     metric_names = _metric_order(primary, arms)
+    # one decision for the column: every arm's gain in the same unit
+    primary_is_rate = _is_rate(primary, *((a.get("metrics") or {}).get(primary) for a in arms.values()))
     rows = []
     for name, arm in arms.items():
         metrics = arm.get("metrics") or {}
@@ -109,7 +112,7 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             diff = float(value) - float(base_value)
             if (summary.get("metric_directions") or {}).get(primary) == "min":
                 diff = -diff  # positive = better, also for lower-is-better metrics
-            gain = round(diff * 100.0, 4) if _is_rate(primary, value, base_value) else diff
+            gain = round(diff * 100.0, 4) if primary_is_rate else diff
         row["gain_vs_baseline"] = gain
         rows.append(row)
     return rows

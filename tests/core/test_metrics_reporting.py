@@ -155,6 +155,28 @@ def test_summary_rows_gain() -> None:
     assert all(r["gain_vs_baseline"] is None for r in summary_rows(_summary(with_baseline=False)))
 
 
+def test_a_metric_above_one_in_any_arm_is_not_a_rate_for_any_arm() -> None:
+    """The gain column has one unit: an arm whose value and baseline lie in [0, 1] is not
+    shown in percentage points when another arm's value is above 1."""
+    summary = _summary()
+    summary["primary_metric"] = "score"
+    for arm, value in {"fine-tune": 1.18, "linear-probe": 0.94, "scratch": 0.76}.items():
+        summary["arms"][arm]["metrics"]["score"] = value
+    rows = {r["arm"]: r for r in summary_rows(summary)}
+    assert rows["fine-tune"]["gain_vs_baseline"] == pytest.approx(0.42)
+    assert rows["linear-probe"]["gain_vs_baseline"] == pytest.approx(0.18)  # not 18.0 points
+
+
+def test_cider_is_never_a_percentage() -> None:
+    summary = _summary()
+    summary["primary_metric"] = "cider"
+    for arm, value in {"fine-tune": 0.9, "linear-probe": 0.8, "scratch": 0.5}.items():
+        summary["arms"][arm]["metrics"]["cider"] = value
+    header = summary_markdown(summary).splitlines()[0]
+    assert "cider (%)" not in header and "cider" in header
+    assert {r["arm"]: r for r in summary_rows(summary)}["fine-tune"]["gain_vs_baseline"] == pytest.approx(0.4)
+
+
 def test_table_shows_the_tasks_table_metrics_and_always_the_primary() -> None:
     summary = {**_summary(), "table_metrics": ["loss"]}
     header = summary_markdown(summary).splitlines()[0]
