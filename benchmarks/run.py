@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run kernels|training|extraction|text|detection|all [--json] [--quick] [--out DIR]``.
+"""``python -m benchmarks.run kernels|training|extraction|text|detection|captioning|all [--json] [--quick] [--out DIR]``.
 
 * ``kernels`` - fused ops vs eager reference vs torch.compile (:mod:`benchmarks.kernels`);
 * ``training`` - feature-extraction training, naive vs cached arms, through ``tlengine run``
@@ -11,7 +11,10 @@
 * ``detection`` - frozen-backbone detection training, naive vs feature-map cache, through
   ``tlengine run``, and the trained detector's inference images/s, backbone fp32 vs bf16
   (:mod:`benchmarks.detection`);
-* ``all`` - the five, in that order, in one result.
+* ``captioning`` - frozen-encoder captioning training, naive vs cached grid tokens, through
+  ``tlengine run`` at equal BLEU-4, and the trained captioner's captions/s, greedy vs beam
+  search (:mod:`benchmarks.captioning`; not part of ``all`` yet);
+* ``all`` - the first five, in that order, in one result.
 
 Also the body of ``tlengine bench``: :func:`main` puts the repository root on ``sys.path``
 first, so it works from any working directory (and as ``python benchmarks/run.py``).
@@ -38,7 +41,7 @@ def _echo(line: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["kernels", "training", "extraction", "text", "detection", "all"])
+    p.add_argument("what", choices=["kernels", "training", "extraction", "text", "detection", "captioning", "all"])
     p.add_argument("--json", action="store_true", help="print one JSON object instead of markdown")
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not numbers")
     p.add_argument("--out", type=Path, help="also write <kind>.json and <kind>.md into this folder")
@@ -46,19 +49,20 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         default="auto",
         help="kernels: cpu, cuda, cuda:N, or auto = CPU and, when present, CUDA (default); "
-        "extraction, text, detection: one device, auto = CUDA when present, else CPU",
+        "extraction, text, detection, captioning: one device, auto = CUDA when present, else CPU",
     )
     p.add_argument(
         "--epochs",
         type=int,
         default=None,
-        help="training, text, detection: epochs per arm (default 10, detection 8; quick: 2, detection 1)",
+        help="training, text, detection, captioning: epochs per arm (default 10, detection 8, captioning 4; "
+        "quick: 2, detection and captioning 1)",
     )
     p.add_argument(
         "--runs-dir",
         type=Path,
         default=None,
-        help="training, text, detection: keep the arms' run directories here (default: a temporary folder)",
+        help="training, text, detection, captioning: keep the arms' run directories here (default: a temporary folder)",
     )
     p.add_argument(
         "--threads",
@@ -138,6 +142,20 @@ def _detection(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _captioning(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.captioning import run_captioning_benchmark
+
+    epochs = args.epochs or (1 if args.quick else 4)
+    return run_captioning_benchmark(
+        epochs=epochs,
+        quick=args.quick,
+        output_dir=args.runs_dir,
+        threads=args.threads,
+        device=args.device,
+        echo=_echo,
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         import torch
@@ -153,6 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _text(args)
     if args.what == "detection":
         return _detection(args)
+    if args.what == "captioning":
+        return _captioning(args)
     kernels, extraction, training, text = _kernels(args), _extraction(args), _training(args), _text(args)
     detection = _detection(args)
     strip = lambda r: {k: v for k, v in r.items() if k != "rows"}  # noqa: E731

@@ -340,7 +340,9 @@ def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> N
 
 
 @main.command()
-@click.argument("what", type=click.Choice(["kernels", "training", "extraction", "text", "detection", "all"]))
+@click.argument(
+    "what", type=click.Choice(["kernels", "training", "extraction", "text", "detection", "captioning", "all"])
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--quick", is_flag=True, help="Small sizes (seconds, for smoke tests).")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write JSON and markdown here.")
@@ -352,7 +354,8 @@ def bench(what: str, as_json: bool, quick: bool, out: Path | None, no_compile: b
     """Fused ops vs eager vs torch.compile; cached vs naive feature-extraction training;
     frozen-backbone images/s eager / channels-last / bf16 / compiled; text: cached vs naive
     training and encoder texts/s, dynamic padding vs max_length; detection: cached feature
-    maps vs naive training and detector images/s."""
+    maps vs naive training and detector images/s; captioning: cached grid tokens vs naive
+    training at equal BLEU-4 and captions/s, greedy vs beam search (not in all yet)."""
     repo = Path(__file__).resolve().parents[1]
     if not (repo / "benchmarks" / "run.py").is_file():
         raise TLEngineError(
