@@ -82,6 +82,7 @@ class CaptionDecoder(nn.Module):
         checkpoint: Checkpoint,
         pretrained: bool,
         new_parameter_names: Sequence[str],
+        new_vocabulary: bool = False,
     ):
         super().__init__()
         self.model = model
@@ -89,6 +90,9 @@ class CaptionDecoder(nn.Module):
         self.checkpoint = checkpoint
         self.pretrained = pretrained
         self.new_parameter_names: list[str] = list(new_parameter_names)
+        #: the tokenizer is not the checkpoint's (trained on the captions): the word
+        #: embeddings (tied to the output layer) are new parameters too
+        self.new_vocabulary = bool(new_vocabulary)
         self.bos_token_id = int(tokenizer.cls_token_id)
         self.eos_token_id = int(tokenizer.sep_token_id)
         self.pad_token_id = int(tokenizer.pad_token_id)
@@ -317,6 +321,7 @@ def build_caption_decoder(
     base_dir: Path,
     config_overrides: dict[str, Any] | None = None,
     architecture: str = MINILM_L6,
+    tokenizer: Any = None,
 ) -> CaptionDecoder:
     """The caption decoder of checkpoint ``weights`` (named weights, a directory, ``hf:<id>``).
 
@@ -324,6 +329,9 @@ def build_caption_decoder(
     scratch arm; ``architecture`` is any checkpoint reference, MiniLM by default).
     ``config_overrides``: config fields to change (e.g. ``hidden_dropout_prob``);
     with pretrained weights only fields that keep the weights' shapes make sense.
+    ``tokenizer``: a tokenizer of another vocabulary (one trained on the captions,
+    :mod:`.tokenizer`) instead of the checkpoint's: the vocabulary size follows it and the
+    word embeddings start random (every other pretrained tensor still loads).
     Raises WeightsError when the checkpoint is missing, unreadable or does not fit.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -333,10 +341,13 @@ def build_caption_decoder(
     config_dict = dict(checkpoint.config)
     config_dict.update(config_overrides or {})
     config_dict.update(is_decoder=True, add_cross_attention=True, tie_word_embeddings=True)
+    new_vocabulary = tokenizer is not None
+    if new_vocabulary:
+        config_dict.update(vocab_size=len(tokenizer), pad_token_id=int(tokenizer.pad_token_id or 0))
     model_type = config_dict.pop("model_type")
     config = AutoConfig.for_model(model_type, **_config_kwargs(config_dict))
     model = AutoModelForCausalLM.from_config(config)
-    tokenizer = load_tokenizer(checkpoint.directory)
+    tokenizer = tokenizer if new_vocabulary else load_tokenizer(checkpoint.directory)
     for token in ("cls_token_id", "sep_token_id", "pad_token_id"):
         if getattr(tokenizer, token, None) is None:
             raise WeightsError(f"the tokenizer of '{ref}' has no {token[:-3]} (the decoder needs [CLS], [SEP], [PAD])")
@@ -345,20 +356,26 @@ def build_caption_decoder(
     if weights is None:
         new = [n for n, _ in model.named_parameters()]
     else:
-        loaded = _load_decoder_weights(model, checkpoint)
+        loaded = _load_decoder_weights(model, checkpoint, skip_vocabulary=new_vocabulary)
         new = [n for n, _ in model.named_parameters() if n not in loaded]
     return CaptionDecoder(
-        model, tokenizer, checkpoint=checkpoint, pretrained=weights is not None, new_parameter_names=new
+        model,
+        tokenizer,
+        checkpoint=checkpoint,
+        pretrained=weights is not None,
+        new_parameter_names=new,
+        new_vocabulary=new_vocabulary,
     )
 
 
-def _load_decoder_weights(model: nn.Module, checkpoint: Checkpoint) -> set[str]:
+def _load_decoder_weights(model: nn.Module, checkpoint: Checkpoint, *, skip_vocabulary: bool = False) -> set[str]:
     """Load what the checkpoint has into ``model``; return the state keys that were loaded.
 
     Every tensor of the base model except the cross-attention must be present (a BERT
     checkpoint that lacks one is not the architecture its config says); the LM head is
     loaded when the checkpoint has it (a BertForMaskedLM or a decoder saved by this
-    plugin) and new otherwise."""
+    plugin) and new otherwise. ``skip_vocabulary``: the word embeddings and the output
+    layer belong to another vocabulary and are left as initialised."""
     if checkpoint.ref.startswith("hf:"):
         state = _hub_state(checkpoint.directory)
     else:
@@ -368,6 +385,15 @@ def _load_decoder_weights(model: nn.Module, checkpoint: Checkpoint) -> set[str]:
         state = load_state_dict_file(path)
     own = model.state_dict()
     state = _align_keys(state, model)
+    if skip_vocabulary:
+        vocabulary = (
+            "word_embeddings.weight",
+            "predictions.bias",
+            "predictions.decoder.weight",
+            "predictions.decoder.bias",
+        )
+        state = {k: v for k, v in state.items() if not k.endswith(vocabulary)}
+        own = {k: v for k, v in own.items() if not k.endswith(vocabulary)}
     prefix = model.base_model_prefix + "."
     required = [
         k for k in own if k.startswith(prefix) and ".crossattention." not in k and not k.endswith("position_ids")
@@ -384,7 +410,8 @@ def _load_decoder_weights(model: nn.Module, checkpoint: Checkpoint) -> set[str]:
     # the output projection is tied to the word embeddings: loaded with them
     out_embeddings = model.get_output_embeddings()
     loaded = set(usable)
-    if out_embeddings is not None and out_embeddings.weight is model.get_input_embeddings().weight:
+    tied = out_embeddings is not None and out_embeddings.weight is model.get_input_embeddings().weight
+    if tied and not skip_vocabulary:
         loaded |= {k for k in own if k.endswith("decoder.weight") and k in own}
     return loaded
 

@@ -85,7 +85,8 @@ class VisualProjection(nn.Module):
 
 class DecoderNewParameters(nn.Module):
     """A view of the decoder's parameters that no BERT checkpoint provides: every layer's
-    ``crossattention`` and the LM head's ``transform`` and output ``bias``. Its modules stay
+    ``crossattention``, the LM head's ``transform`` and output ``bias``, and with a
+    vocabulary of its own (``model.tokenizer: train``) the word embeddings. Its modules stay
     where they are in the decoder (this module is attached, not a child of the model), so
     state-dict keys do not change. The output projection's weight is the word embedding
     matrix (tied) and belongs to the decoder's ``embeddings`` block."""
@@ -100,6 +101,8 @@ class DecoderNewParameters(nn.Module):
         self.bias = predictions.bias
         if head is not None and head.bias is not None and head.bias is not predictions.bias:
             self.output_bias = head.bias
+        if decoder.new_vocabulary:  # a tokenizer trained on the captions: its embeddings are new
+            self.word_embeddings = base.embeddings.word_embeddings
 
 
 class CaptioningModel(TransferModel):

@@ -68,6 +68,12 @@ class CaptionModelOptions(BaseModel):
         description="config fields of the decoder to change, e.g. {num_hidden_layers: 2} (random init only "
         "when they change shapes)",
     )
+    tokenizer: Literal["checkpoint", "train"] = Field(
+        "checkpoint",
+        description="checkpoint: model.decoder's own tokenizer | train: a WordPiece tokenizer trained on the "
+        "training captions (the decoder's word embeddings are then new)",
+    )
+    vocab_size: int = Field(1000, ge=32, le=100_000, description="most tokens of a trained tokenizer")
     max_length: int = Field(32, ge=4, le=510, description="longest caption in tokens, [CLS]/[SEP] included")
     num_beams: int = Field(3, ge=1, le=16, description="beam width of evaluation and predict (1 = greedy)")
     length_penalty: float = Field(1.0, ge=0.0, le=5.0, description="beam score = log-prob / length**penalty")
@@ -129,8 +135,11 @@ class ImageCaptioningTask(Task):
             **model.args,
         )
 
-    def _decoder(self, model: ModelConfig, *, pretrained: bool, base_dir: Path) -> Any:
+    def _decoder(
+        self, model: ModelConfig, *, pretrained: bool, base_dir: Path, tokenizer_json: str | None = None
+    ) -> Any:
         from .decoder import build_caption_decoder
+        from .tokenizer import tokenizer_from_json
 
         options = self.model_options(model)
         return build_caption_decoder(
@@ -139,6 +148,7 @@ class ImageCaptioningTask(Task):
             base_dir=base_dir,
             config_overrides=options.decoder_config,
             architecture=options.decoder,
+            tokenizer=tokenizer_from_json(tokenizer_json) if tokenizer_json else None,
         )
 
     def preprocessing(self, model: ModelConfig, *, init: Mapping[str, bool], base_dir: Path) -> dict[str, Any]:
@@ -156,7 +166,8 @@ class ImageCaptioningTask(Task):
             "mean": [float(v) for v in pp.get("mean", (0.485, 0.456, 0.406))],
             "std": [float(v) for v in pp.get("std", (0.229, 0.224, 0.225))],
             "grid": list(encoder.grid_shape),
-            "tokenizer": decoder.checkpoint.directory,
+            "tokenizer": decoder.checkpoint.directory if options.tokenizer == "checkpoint" else "train",
+            "vocab_size": options.vocab_size,
             "max_length": options.max_length,
         }
 
@@ -165,7 +176,9 @@ class ImageCaptioningTask(Task):
     ) -> TransferModel:
         options = self.model_options(model)
         encoder = self._encoder(model, pretrained=bool(init.get("encoder")), base_dir=base_dir)
-        decoder = self._decoder(model, pretrained=bool(init.get("decoder")), base_dir=base_dir)
+        decoder = self._decoder(
+            model, pretrained=bool(init.get("decoder")), base_dir=base_dir, tokenizer_json=info.get("tokenizer_json")
+        )
         captioner = CaptioningModel(
             encoder,
             decoder,
@@ -189,10 +202,18 @@ class ImageCaptioningTask(Task):
         samples: CaptionSamples = spec.build(spec.args.model_validate(data.args), base_dir)
         if not samples.items:
             raise DataError(f"dataset '{data.dataset}' ({samples.source}) has no images")
-        tokenizer = load_tokenizer(preprocessing["tokenizer"])
+        split = split_images(len(samples.items), data.val_fraction, data.test_fraction, seed)
+        tokenizer_json = None
+        if preprocessing["tokenizer"] == "train":  # on the training captions only: nothing leaks from val/test
+            from .tokenizer import tokenizer_from_json, train_caption_tokenizer
+
+            captions = (c for i in split["train"] for c in samples.items[i].captions)
+            tokenizer_json = train_caption_tokenizer(captions, vocab_size=int(preprocessing["vocab_size"]))
+            tokenizer = tokenizer_from_json(tokenizer_json)
+        else:
+            tokenizer = load_tokenizer(preprocessing["tokenizer"])
         max_length = int(preprocessing["max_length"])
         targets, cut = tokenize_references(tokenizer, samples, max_length)
-        split = split_images(len(samples.items), data.val_fraction, data.test_fraction, seed)
         options = self.data_options(data)
         images = [item.image for item in samples.items]
 
@@ -220,6 +241,9 @@ class ImageCaptioningTask(Task):
             "images": {k: len(v) for k, v in split.items()},
             "captions": {k: sum(len(samples.items[i].captions) for i in v) for k, v in split.items()},
         }
+        if tokenizer_json is not None:
+            info["tokenizer_json"] = tokenizer_json
+            info["vocabulary"] = len(tokenizer)
         return TaskData(train, val, test, info=info, warnings=warnings)
 
     def collate(self, samples: Sequence[Any]) -> tuple[Any, Any]:
