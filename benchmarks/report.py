@@ -399,11 +399,12 @@ def _text_section(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    """Kernel, extraction, training, text and/or detection tables for a result of any kind (or all)."""
+    """Kernel, extraction, training, text, detection and/or captioning tables for a result of any kind (or all)."""
     rows = result.get("rows", [])
     text_rows = [r for r in rows if str(r.get("kind", "")).startswith("text-")]
     detection_rows = [r for r in rows if str(r.get("kind", "")).startswith("detection-")]
-    rows = [r for r in rows if not str(r.get("kind", "")).startswith(("text-", "detection-"))]
+    captioning_rows = [r for r in rows if str(r.get("kind", "")).startswith("captioning-")]
+    rows = [r for r in rows if not str(r.get("kind", "")).startswith(("text-", "detection-", "captioning-"))]
     kernel_rows = [r for r in rows if r.get("kind") == "kernel" or ("op" in r and "arm" not in r)]
     training_rows = [r for r in rows if r.get("kind") == "training" or ("arm" in r and "op" not in r)]
     extraction_rows = [r for r in rows if r.get("kind") == "extraction"]
@@ -434,6 +435,10 @@ def to_markdown(result: dict[str, Any]) -> str:
         from benchmarks.detection import markdown_section
 
         out += markdown_section(result, detection_rows)
+    if captioning_rows:
+        from benchmarks.captioning import markdown_section as captioning_section
+
+        out += captioning_section(result, captioning_rows)
     skipped = result.get("skipped") or (result.get("text") or {}).get("skipped")
     if skipped:
         out += [skipped, ""]

@@ -13,8 +13,8 @@
   (:mod:`benchmarks.detection`);
 * ``captioning`` - frozen-encoder captioning training, naive vs cached grid tokens, through
   ``tlengine run`` at equal BLEU-4, and the trained captioner's captions/s, greedy vs beam
-  search (:mod:`benchmarks.captioning`; not part of ``all`` yet);
-* ``all`` - the first five, in that order, in one result.
+  search (:mod:`benchmarks.captioning`);
+* ``all`` - all six, in that order, in one result.
 
 Also the body of ``tlengine bench``: :func:`main` puts the repository root on ``sys.path``
 first, so it works from any working directory (and as ``python benchmarks/run.py``).
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.what == "captioning":
         return _captioning(args)
     kernels, extraction, training, text = _kernels(args), _extraction(args), _training(args), _text(args)
-    detection = _detection(args)
+    detection, captioning = _detection(args), _captioning(args)
     strip = lambda r: {k: v for k, v in r.items() if k != "rows"}  # noqa: E731
     return {
         "kind": "all",
@@ -188,7 +188,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "training": strip(training),
         "text": strip(text),
         "detection": strip(detection),
-        "rows": kernels["rows"] + extraction["rows"] + training["rows"] + text["rows"] + detection["rows"],
+        "captioning": strip(captioning),
+        "rows": kernels["rows"]
+        + extraction["rows"]
+        + training["rows"]
+        + text["rows"]
+        + detection["rows"]
+        + captioning["rows"],
     }
 
 

@@ -355,7 +355,7 @@ def bench(what: str, as_json: bool, quick: bool, out: Path | None, no_compile: b
     frozen-backbone images/s eager / channels-last / bf16 / compiled; text: cached vs naive
     training and encoder texts/s, dynamic padding vs max_length; detection: cached feature
     maps vs naive training and detector images/s; captioning: cached grid tokens vs naive
-    training at equal BLEU-4 and captions/s, greedy vs beam search (not in all yet)."""
+    training at equal BLEU-4 and captions/s, greedy vs beam search."""
     repo = Path(__file__).resolve().parents[1]
     if not (repo / "benchmarks" / "run.py").is_file():
         raise TLEngineError(

@@ -242,7 +242,9 @@ def test_quick_extraction_benchmark_cli(tmp_path: Path) -> None:
 def test_extraction_no_compile_and_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """--no-compile reaches the extraction bench; `all` runs kernels, extraction, training, text, detection (stubbed)."""
+    """--no-compile reaches the extraction bench; `all` runs kernels, extraction, training, text, detection,
+    captioning (stubbed)."""
+    import benchmarks.captioning
     import benchmarks.detection
     import benchmarks.extraction
     import benchmarks.kernels
@@ -296,10 +298,16 @@ def test_extraction_no_compile_and_all(
         "run_detection_benchmark",
         lambda **kw: {"kind": "detection", "device": "cpu", "threads": 2, "torch": "x", "rows": [drow]},
     )
+    crow = {"kind": "captioning-training", "arm": "naive", "epochs": 1, "seconds": 1.0, "bleu_4": 0.3}
+    monkeypatch.setattr(
+        benchmarks.captioning,
+        "run_captioning_benchmark",
+        lambda **kw: {"kind": "captioning", "device": "cpu", "threads": 2, "torch": "x", "rows": [crow]},
+    )
     assert benchmarks.run.main(["all", "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["kind"] == "all" and printed["rows"] == [erow, trow, xrow, drow]
-    assert {"kernels", "extraction", "training", "text", "detection"} <= printed.keys()
+    assert printed["kind"] == "all" and printed["rows"] == [erow, trow, xrow, drow, crow]
+    assert {"kernels", "extraction", "training", "text", "detection", "captioning"} <= printed.keys()
     assert text_seen["device"] == "cpu" and text_seen["epochs"] == 10
     assert "## Text training" in benchmarks.report.to_markdown(printed)
 
