@@ -277,10 +277,15 @@ class Runner:
         arm = Arm(
             arm_cfg.arm, strategy, model, st.data, plan.arm_train(arm_cfg), seed, plan.name, st.extra, plan.extraction
         )
+        init_said = "pretrained" if pretrained else "random init"
+        if pretrained and len(st.task.pretrained_parts) > 1 and len(inherited) < len(st.task.pretrained_parts):
+            init_said = ", ".join(  # e.g. "encoder pretrained, decoder random init"
+                f"{part} {'pretrained' if part in inherited else 'random init'}" for part in st.task.pretrained_parts
+            )
         model_said = (
             "fitted in one call"  # a classical baseline: no pretrained part runs, no epochs
             if strategy.fits_directly
-            else f"{plan.model.backbone} ({'pretrained' if pretrained else 'random init'}"
+            else f"{plan.model.backbone} ({init_said}"
             f"{' from stage ' + plan.init_from if pretrained and plan.init_from else ''})"
         )
         epochs_said = "" if strategy.fits_directly else f", {arm.train.epochs} epochs"
