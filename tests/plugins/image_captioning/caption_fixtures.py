@@ -8,9 +8,11 @@ is a BERT folder written by :func:`write_caption_bert`."""
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import pytest
 import torch
 from PIL import Image
 
@@ -25,6 +27,23 @@ LAYERS = 2
 MAX_POSITIONS = 40
 SIZE = 64  # model.input_size (mobilenet_v2: a 2x2 grid of 1280 channels)
 IMAGES = 24
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for the module (and ``OMP_NUM_THREADS=1`` for the runs it starts in
+    subprocesses). The models are tiny: with two threads on a busy 2-core machine every small
+    matmul waits for the other thread (a 32x32 linear took 1.4 ms instead of 16 us), which
+    made beam and greedy decoding the slowest part of every run. Results do not depend on it."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
 
 
 def write_caption_bert(folder: Path, *, seed: int = 0, max_positions: int = MAX_POSITIONS) -> Path:

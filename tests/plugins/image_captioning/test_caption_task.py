@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from caption_fixtures import HIDDEN, SIZE, tiny_config, write_caption_bert, write_encoder_weights, write_png
+from caption_fixtures import (
+    HIDDEN,
+    SIZE,
+    one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    tiny_config,
+    write_caption_bert,
+    write_encoder_weights,
+    write_png,
+)
 from PIL import Image
 from resume_helpers import run_in_process
 from safetensors.torch import load_file
@@ -360,7 +368,13 @@ def test_cached_tokens_equal_the_live_encoder_and_crops_are_never_mirrored(task,
         cached.close()
 
 
-def test_a_feature_extraction_run_runs_the_encoder_once_per_image_and_view(bert, tmp_path, monkeypatch) -> None:
+@pytest.mark.slow
+def test_the_encoder_runs_once_per_image_and_view_and_a_second_run_reuses_the_disk_cache(
+    bert, tmp_path, monkeypatch
+) -> None:
+    """A 3-epoch feature-extraction run: the encoder sees every training image once per cached
+    view and every val/test image once (plus the cache's probe), not once per epoch; a second
+    run with the same disk cache runs the probe only, and ends with the same metrics."""
     calls: list[int] = []
     forward = GridTokens.forward
 
@@ -371,14 +385,25 @@ def test_a_feature_extraction_run_runs_the_encoder_once_per_image_and_view(bert,
     monkeypatch.setattr(GridTokens, "forward", counted)
     config = tiny_config(bert, weights_of(bert), baseline=None, extraction={"precision": "fp32", "compile": "off"})
     config["train"]["epochs"] = 3
-    config["strategy"]["cache"]["views"] = 2
-    metrics = run_in_process(config, tmp_path / "run")
-    rows = metrics["cache"]["feature-extraction"]["splits"]
-    n_train, n_val, n_test = (rows[s]["rows"] // (2 if s == "train" else 1) for s in ("train", "val", "test"))
-    assert (n_train, n_val, n_test) == (13, 5, 6)
-    probe = min(8, n_train)  # the cache's first call: the output shape (and precision check)
+    config["strategy"]["cache"] = {"views": 2, "storage": "disk", "root": str(tmp_path / "cache")}
+    first = run_in_process(config, tmp_path / "first")
+    splits = first["cache"]["feature-extraction"]["splits"]
+    n_train, n_val, n_test = splits["train"]["rows"] // 2, splits["val"]["rows"], splits["test"]["rows"]
+    assert (n_train, n_val, n_test) == (13, 5, 6) and splits["train"]["views"] == 2
+    probe = min(8, n_train)  # the cache's first call: the output shape (and the precision check)
     assert sum(calls) == probe + 2 * n_train + n_val + n_test, calls
-    assert metrics["stages"]["main"]["arms"]["feature-extraction"]["epochs"] == 3
+    assert first["stages"]["main"]["arms"]["feature-extraction"]["epochs"] == 3
+
+    calls.clear()
+    second = run_in_process(config, tmp_path / "second")
+    assert sum(calls) == probe  # every row of every split came from disk
+    splits = second["cache"]["feature-extraction"]["splits"]
+    assert {s: (v["rows_reused"], v["rows_extracted"]) for s, v in splits.items()} == {
+        "train": (2 * n_train, 0),
+        "val": (n_val, 0),
+        "test": (n_test, 0),
+    }
+    assert second["arms"]["feature-extraction"]["metrics"] == first["arms"]["feature-extraction"]["metrics"]
 
 
 # ------------------------------------------------------------------ predict
