@@ -537,3 +537,21 @@ def test_a_tokenizer_trained_on_the_training_captions_only(task, bert, tmp_path)
     image = folder / f"i{split['test'][0]}.png"
     first = task.predict(model, [PredictInput(str(image))], built.info, options={"num_beams": 2})
     assert task.predict(again, [PredictInput(str(image))], built.info, options={"num_beams": 2}) == first
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: model.tokenizer: train is not deterministic - tokenizers' WordPieceTrainer breaks ties in "
+    "hash-map order, so the same captions give another vocabulary each time (plugins/image_captioning/"
+    "tokenizer.py train_caption_tokenizer); runs are not reproducible and a resumed run retrains another "
+    "tokenizer than the one its saved state was trained with",
+)
+def test_the_trained_tokenizer_is_the_same_for_the_same_captions(task, bert) -> None:
+    mc = model_config(bert, tokenizer="train")
+    pre = task.preprocessing(mc, init=PRETRAINED, base_dir=bert.parent)
+    vocabularies = []
+    for _ in range(4):  # one draw can agree by chance; four in a row do not
+        built = task.build_data(data_config(bert), preprocessing=pre, base_dir=bert.parent, seed=0)
+        model = task.build_model(mc, built.info, init=PRETRAINED, base_dir=bert.parent)
+        vocabularies.append(model.caption_decoder.tokenizer.get_vocab())
+    assert all(v == vocabularies[0] for v in vocabularies[1:])
