@@ -94,8 +94,12 @@ class Runner:
         """The arm's model; pretrained parts load ``model.weights`` unless the arm starts
         them random or the stage starts them from an earlier stage (loaded later)."""
         seed_everything(derive_seed(seed, strategy.config.arm, "init"))
-        from_weights = st.plan.model.weights is not None and st.plan.init_from is None
-        init = {part: from_weights and strategy.part_uses_pretrained(part) for part in st.task.pretrained_parts}
+        init = {
+            part: st.plan.init_from is None
+            and st.task.part_has_weights(st.plan.model, part)
+            and strategy.part_uses_pretrained(part)
+            for part in st.task.pretrained_parts
+        }
         return st.task.build_model(st.plan.model, st.data.info, init=init, base_dir=base_dir)
 
     def prepare(self, loaded: LoadedPipeline, *, output: Path | None = None, check_output: bool = True) -> Prepared:
@@ -111,7 +115,8 @@ class Runner:
                 preprocessing = prepared[plan.init_from].preprocessing
             else:
                 init = {
-                    part: plan.model.weights is not None and plan.init_from is None for part in task.pretrained_parts
+                    part: plan.init_from is None and task.part_has_weights(plan.model, part)
+                    for part in task.pretrained_parts
                 }
                 preprocessing = task.preprocessing(plan.model, init=init, base_dir=base_dir)
             data = task.build_data(
@@ -273,14 +278,16 @@ class Runner:
             src = run.arm_dir(f"{plan.init_from}/{init_stage.plan.arms[0].arm}/seed{seed}") / "model.safetensors"
             state, _ = checkpoint.load_tensors(src)
             st.task.init_from_state(model, state, inherited, source=f"stage '{plan.init_from}' ({src})")
-        pretrained = bool(inherited) and (plan.model.weights is not None or plan.init_from is not None)
+        # the parts that start from weights: the earlier stage's, or the task's own
+        starts = {p for p in inherited if plan.init_from is not None or st.task.part_has_weights(plan.model, p)}
+        pretrained = bool(starts)
         arm = Arm(
             arm_cfg.arm, strategy, model, st.data, plan.arm_train(arm_cfg), seed, plan.name, st.extra, plan.extraction
         )
         init_said = "pretrained" if pretrained else "random init"
-        if pretrained and len(st.task.pretrained_parts) > 1 and len(inherited) < len(st.task.pretrained_parts):
+        if pretrained and len(starts) < len(st.task.pretrained_parts):
             init_said = ", ".join(  # e.g. "encoder pretrained, decoder random init"
-                f"{part} {'pretrained' if part in inherited else 'random init'}" for part in st.task.pretrained_parts
+                f"{part} {'pretrained' if part in starts else 'random init'}" for part in st.task.pretrained_parts
             )
         model_said = (
             "fitted in one call"  # a classical baseline: no pretrained part runs, no epochs

@@ -168,6 +168,12 @@ class Task(ABC):
         run directory exists."""
         return []
 
+    def part_has_weights(self, model: "ModelConfig", part: str) -> bool:
+        """Whether pretrained part ``part`` has weights to start from in ``model`` (when the
+        arm starts it pretrained). Default: ``model.weights`` is set. A task whose parts take
+        their weights from its own keys (captioning's ``model.decoder`` checkpoint) says so."""
+        return model.weights is not None
+
     def init_from_state(
         self, model: "TransferModel", state: Mapping[str, torch.Tensor], parts: Sequence[str], *, source: str
     ) -> None:

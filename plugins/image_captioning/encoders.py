@@ -81,7 +81,7 @@ def grid_steps(model: nn.Module, arch: str) -> list[str]:
     raise ConfigError(
         [
             (
-                "model.encoder",
+                "model.backbone",
                 f"{arch} has no known conv-grid layout for captioning; use one of {', '.join(GRID_ENCODERS)}",
             )
         ]
@@ -113,7 +113,7 @@ class GridTokens(nn.Module):
         self.dropped = [n for n, c in model.named_children() if n not in used and _has_params(c)]
         loose = [n for n, _ in model.named_parameters(recurse=False)]
         if loose:
-            raise ConfigError([("model.encoder", f"{arch} has parameters outside its modules: {', '.join(loose)}")])
+            raise ConfigError([("model.backbone", f"{arch} has parameters outside its modules: {', '.join(loose)}")])
         self.arch = arch
 
     def forward_grid(self, x: Tensor) -> Tensor:
@@ -187,7 +187,7 @@ def _used_blocks(body: nn.Module, backbone: Backbone) -> list[tuple[str, nn.Modu
             continue
         if not ids <= used:
             raise ConfigError(
-                [("model.encoder", f"block '{name}' of {backbone.arch} is only partly used by the grid encoder")]
+                [("model.backbone", f"block '{name}' of {backbone.arch} is only partly used by the grid encoder")]
             )
         blocks.append((name, block))
     return blocks

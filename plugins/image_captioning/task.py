@@ -110,16 +110,40 @@ class ImageCaptioningTask(Task):
             options = self.model_options(model)
         except ValidationError:  # reported by the schema check already
             return problems
+        if not problems:
+            problems += _grid_problems(backbone, model.args, self.registries)
         problems += self._decoder_problems(options, base_dir)
         return problems
+
+    def part_has_weights(self, model: ModelConfig, part: str) -> bool:
+        """The encoder's weights are ``model.weights``; the decoder's come from its checkpoint
+        (``model.decoder``), also when the encoder has none."""
+        return True if part == "decoder" else model.weights is not None
 
     def _decoder_problems(self, options: CaptionModelOptions, base_dir: Path) -> list[tuple[str, str]]:
         from tlengine_plugins.text_classification.encoders import resolve_checkpoint
 
         try:
-            resolve_checkpoint(options.decoder, weights_registry=self.registries.weights, base_dir=base_dir)
+            checkpoint = resolve_checkpoint(
+                options.decoder, weights_registry=self.registries.weights, base_dir=base_dir
+            )
         except TLEngineError as exc:
             return [("model.decoder", str(exc))]
+        if options.decoder_config:  # transformers' own checks (e.g. hidden size vs heads), before any run
+            from tlengine_plugins.text_classification.encoders import _config_kwargs
+            from transformers import AutoConfig
+
+            config = {**checkpoint.config, **options.decoder_config}
+            model_type = config.pop("model_type")
+            try:
+                built = AutoConfig.for_model(model_type, **_config_kwargs(config))
+                if built.hidden_size % built.num_attention_heads:
+                    raise ValueError(
+                        f"hidden_size {built.hidden_size} is not a multiple of num_attention_heads "
+                        f"{built.num_attention_heads}"
+                    )
+            except (ValueError, TypeError) as exc:
+                return [("model.decoder_config", str(exc).strip().split("\n")[0])]
         return []
 
     def _encoder(self, model: ModelConfig, *, pretrained: bool, base_dir: Path) -> Any:
@@ -382,3 +406,23 @@ def split_images(n: int, val_fraction: float, test_fraction: float, seed: int) -
         "val": sorted(order[n_test : n_test + n_val]),
         "test": sorted(order[:n_test]),
     }
+
+
+def _grid_problems(backbone: str, args: dict[str, Any], registries: Any) -> list[tuple[str, str]]:
+    """Whether the encoder's conv grid can be found, from the architecture alone (built on the
+    meta device: no memory, no weights)."""
+    from tlengine_plugins.image_classification.backbones import build_backbone
+
+    from .encoders import grid_steps
+
+    try:
+        with torch.device("meta"):
+            built = build_backbone(
+                backbone, weights=None, weights_registry=registries.weights, base_dir=Path("."), **args
+            )
+        grid_steps(built.module, built.arch)
+    except ConfigError as exc:
+        return list(exc.errors)
+    except Exception:  # noqa: BLE001 - the run builds it for real and reports what fails
+        return []
+    return []

@@ -427,11 +427,6 @@ def test_predict_captions_files_and_refuses_text(task, bert, tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ known bugs
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with model.weights null every arm's decoder starts random, also when model.decoder names a "
-    "checkpoint (engine/pipeline.py Runner.build_model ties every pretrained part to model.weights)",
-)
 def test_the_decoder_checkpoint_loads_when_the_encoder_has_no_weights(bert, tmp_path) -> None:
     from tlengine.pipeline import Runner
     from tlengine.validation import LoadedPipeline, validate
@@ -539,13 +534,6 @@ def test_a_tokenizer_trained_on_the_training_captions_only(task, bert, tmp_path)
     assert task.predict(again, [PredictInput(str(image))], built.info, options={"num_beams": 2}) == first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: model.tokenizer: train is not deterministic - tokenizers' WordPieceTrainer breaks ties in "
-    "hash-map order, so the same captions give another vocabulary each time (plugins/image_captioning/"
-    "tokenizer.py train_caption_tokenizer); runs are not reproducible and a resumed run retrains another "
-    "tokenizer than the one its saved state was trained with",
-)
 def test_the_trained_tokenizer_is_the_same_for_the_same_captions(task, bert) -> None:
     mc = model_config(bert, tokenizer="train")
     pre = task.preprocessing(mc, init=PRETRAINED, base_dir=bert.parent)
