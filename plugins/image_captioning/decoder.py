@@ -368,6 +368,14 @@ def build_caption_decoder(
     )
 
 
+def load_decoder_checkpoint(decoder: CaptionDecoder) -> None:
+    """Load ``decoder``'s own checkpoint into it (as :func:`build_caption_decoder` does for a
+    pretrained decoder), e.g. after an earlier stage gave the encoder but no decoder."""
+    loaded = _load_decoder_weights(decoder.model, decoder.checkpoint, skip_vocabulary=decoder.new_vocabulary)
+    decoder.new_parameter_names = [n for n, _ in decoder.model.named_parameters() if n not in loaded]
+    decoder.pretrained = True
+
+
 def _load_decoder_weights(model: nn.Module, checkpoint: Checkpoint, *, skip_vocabulary: bool = False) -> set[str]:
     """Load what the checkpoint has into ``model``; return the state keys that were loaded.
 

@@ -218,6 +218,35 @@ class ImageCaptioningTask(Task):
         captioner.preprocessing = {**captioner.preprocessing, **info.get("preprocessing", {})}
         return captioner
 
+    def init_from_state(
+        self, model: TransferModel, state: Mapping[str, torch.Tensor], parts: Sequence[str], *, source: str
+    ) -> None:
+        """``init_from`` an earlier stage. A captioning stage gives every part by name. An
+        image-classification stage (a VGG16 trained on a source vision task) gives its
+        ``backbone``, which is this encoder with the same keys, less the layers the grid never
+        runs (VGG's ``classifier``); the decoder then starts from its own checkpoint
+        (``model.decoder``), as it would without ``init_from``."""
+        from tlengine.model import load_parts
+
+        given = [p for p in parts if any(k.startswith(p + ".") for k in state)]
+        load_parts(model, state, given, source=source)
+        if "encoder" in parts and "encoder" not in given:
+            dropped = tuple(f"backbone.{name}." for name in model.part("encoder").module.dropped)
+            backbone = {
+                "encoder." + k[len("backbone.") :]: v
+                for k, v in state.items()
+                if k.startswith("backbone.") and not (dropped and k.startswith(dropped))
+            }
+            if not backbone:
+                raise TLEngineError(
+                    f"{source} has neither an 'encoder' nor a 'backbone' part to start the encoder from"
+                )
+            load_parts(model, backbone, ["encoder"], source=source)
+        if "decoder" in parts and "decoder" not in given:
+            from .decoder import load_decoder_checkpoint
+
+            load_decoder_checkpoint(model.part("decoder").module)
+
     # ------------------------------------------------------------------ data
     def build_data(self, data: DataConfig, *, preprocessing: dict[str, Any], base_dir: Path, seed: int) -> TaskData:
         from tlengine_plugins.text_classification.encoders import load_tokenizer

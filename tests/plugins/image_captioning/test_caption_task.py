@@ -543,3 +543,63 @@ def test_the_trained_tokenizer_is_the_same_for_the_same_captions(task, bert) -> 
         model = task.build_model(mc, built.info, init=PRETRAINED, base_dir=bert.parent)
         vocabularies.append(model.caption_decoder.tokenizer.get_vocab())
     assert all(v == vocabularies[0] for v in vocabularies[1:])
+
+
+# ------------------------------------------------------------------ stages
+@pytest.mark.slow
+def test_an_image_classification_stage_starts_the_encoder_and_the_decoder_keeps_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A backbone trained by this engine on a source vision task becomes the captioning
+    encoder through ``init_from`` (the issue's third way to a VGG16 without ImageNet weights);
+    the decoder still starts from ``model.decoder``'s checkpoint."""
+    import copy
+
+    from caption_fixtures import tiny_config, write_caption_bert, write_encoder_weights
+
+    bert = write_caption_bert(tmp_path / "bert")
+    weights = write_encoder_weights(tmp_path / "mnv2.pth")
+    caption = tiny_config(bert, None)
+    caption_stage = {
+        "name": "main",
+        "task": "image-captioning",
+        "init_from": "source",
+        "data": caption["data"],
+        "model": caption["model"],
+        "strategy": {"name": "feature-extraction"},
+        "train": {"epochs": 1},
+    }
+    config = {
+        "name": "cls-to-captions",
+        "seed": 0,
+        "extraction": {"precision": "fp32"},
+        "train": copy.deepcopy(caption["train"]),
+        "stages": [
+            {
+                "name": "source",
+                "task": "image-classification",
+                "data": {
+                    "dataset": "synthetic-shapes",
+                    "args": {"shapes": ["circle", "square"], "per_class": 8, "size": 64, "seed": 1},
+                    "val_fraction": 0.0,
+                    "test_fraction": 0.25,
+                },
+                "model": {"backbone": "mobilenet_v2", "weights": str(weights), "input_size": 64},
+                "strategy": {"name": "fine-tune", "backbone_lr_mult": 1.0},
+                "train": {"epochs": 1, "lr": 0.01},
+            },
+            caption_stage,
+        ],
+    }
+    out = tmp_path / "run"
+    run_in_process(config, out)
+    source = load_file(str(out / "arms" / "source" / "fine-tune" / "seed0" / "model.safetensors"))
+    main = load_file(str(out / "arms" / "main" / "feature-extraction" / "seed0" / "model.safetensors"))
+    encoder = {k[len("encoder.") :]: v for k, v in main.items() if k.startswith("encoder.")}
+    backbone = {k[len("backbone.") :]: v for k, v in source.items() if k.startswith("backbone.")}
+    assert encoder and set(encoder) <= set(backbone)
+    assert all(torch.equal(encoder[k], backbone[k]) for k in encoder)  # the frozen encoder is the source's backbone
+    query = "decoder.model.bert.encoder.layer.0.attention.self.query.weight"
+    bert_state = load_file(str(bert / "model.safetensors"))
+    theirs = next(v for k, v in bert_state.items() if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    assert torch.equal(main[query], theirs)  # frozen and from the checkpoint, not random
