@@ -2,8 +2,8 @@
 naive loop, and the trained captioner's decoding captions/s, greedy vs beam search.
 
 **Training** (as :mod:`benchmarks.detection` does, with :func:`benchmarks.training.run_arms`).
-One pipeline (``benchmarks/pipelines/captioning_bench.yaml``: EfficientNet-Lite0 ImageNet
-weights at 128 px -> a 4x4 grid of visual tokens -> projection -> the MiniLM-L6 decoder with
+One pipeline (``benchmarks/pipelines/captioning_bench.yaml``: VGG16 (random init: no offline
+ImageNet VGG16) at 224 px -> a 7x7 grid of visual tokens -> projection -> the MiniLM-L6 decoder with
 new cross-attention; synthetic captioned scenes with 1-2 shapes, ``augment: none``, feature
 extraction, batch 16) is run once per arm as a user would,
 ``python -m tlengine run PIPELINE OVERRIDES --output DIR``, each arm in its own process:
@@ -82,7 +82,7 @@ ARMS: dict[str, list[str]] = {
 }
 
 #: quick mode (tests, CI): 12 scenes of 64 px with one caption each (8 train, 4 test images,
-#: no validation), a 2x2 grid, batch 4
+#: no validation), VGG16's 2x2 grid, batch 4
 QUICK_OVERRIDES = [
     "data.args.images=12",
     "data.args.size=64",
