@@ -21,7 +21,6 @@ trains the projection and the decoder's new parameters on cached rows.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
@@ -424,17 +423,13 @@ def tokenize_references(tokenizer: Any, samples: CaptionSamples, max_length: int
 
 
 def split_images(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
-    """Image indices per split, seeded, by the fractions (at least one test image from 3 on)."""
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-    if n >= 3:
-        n_test = max(n_test, 1)
-    return {
-        "train": sorted(order[n_test + n_val :]),
-        "val": sorted(order[n_test : n_test + n_val]),
-        "test": sorted(order[:n_test]),
-    }
+    """Image indices per split: the engine's split rule (``tlengine.data.split_indices``) over
+    one class, i.e. a seeded shuffle cut by the fractions, with at least one test and one
+    validation image from 3 images on."""
+    from tlengine.data import split_indices
+
+    train, val, test = split_indices([0] * n, val_fraction, test_fraction, seed)
+    return {"train": train, "val": val, "test": test}
 
 
 def _grid_problems(backbone: str, args: dict[str, Any], registries: Any) -> list[tuple[str, str]]:
