@@ -59,7 +59,6 @@ images whose caption equals greedy's.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -69,7 +68,7 @@ import yaml
 
 from benchmarks.detection import _epochs_seconds, _train_images
 from benchmarks.machine import OtherLoad
-from benchmarks.training import _execution_summary, _row, run_arms
+from benchmarks.training import _execution_summary, _row, run_arms, train_then_time
 
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "captioning_bench.yaml"
 
@@ -386,37 +385,27 @@ def run_captioning_benchmark(
         "torch": torch.__version__,
         "quick": quick,
     }
-    tmp = tempfile.TemporaryDirectory(prefix="tlengine-bench-captioning-") if output_dir is None else None
-    root = Path(tmp.name) if tmp is not None else Path(output_dir) / "captioning"  # apart from other benchmarks' arms
-    started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    try:
-        with OtherLoad() as load:
-            train_rows, result["training"] = run_captioning_training(
-                epochs=epochs,
-                quick=quick,
-                pipeline=pipeline,
-                output_dir=root,
-                threads=threads,
-                timeout=timeout,
-                echo=echo,
-            )
-            rows += train_rows
-            trained = next((r for r in reversed(train_rows) if r.get("run_dir") and not r.get("error")), None)
-            if decoding and trained is not None:
-                dec_rows, result["decoding"] = run_captioning_decoding(
-                    Path(trained["run_dir"]), quick=quick, pipeline=pipeline, device=dev, echo=echo
-                )
-                rows += dec_rows
-            elif decoding:
-                result["decoding"] = {"skipped": "no arm finished: no trained captioner to time"}
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-            for r in rows:
-                if r.get("kind") == "captioning-training":
-                    r["run_dir"] = None  # removed with the temporary folder
-    return {**result, "seconds": round(time.perf_counter() - started, 1), **load.summary(), "rows": rows}
+    return train_then_time(
+        "captioning",
+        result,
+        output_dir=output_dir,
+        train=lambda root: run_captioning_training(
+            epochs=epochs,
+            quick=quick,
+            pipeline=pipeline,
+            output_dir=root,
+            threads=threads,
+            timeout=timeout,
+            echo=echo,
+        ),
+        time_trained=(
+            (lambda run_dir: run_captioning_decoding(run_dir, quick=quick, pipeline=pipeline, device=dev, echo=echo))
+            if decoding
+            else None
+        ),
+        timed="decoding",
+        model="captioner",
+    )
 
 
 # --------------------------------------------------------------------------- markdown

@@ -58,7 +58,6 @@ from __future__ import annotations
 import copy
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -67,7 +66,7 @@ import torch
 import yaml
 
 from benchmarks.machine import OtherLoad
-from benchmarks.training import _row, run_arms
+from benchmarks.training import _row, run_arms, train_then_time
 
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "detection_bench.yaml"
 
@@ -410,37 +409,27 @@ def run_detection_benchmark(
         "torch": torch.__version__,
         "quick": quick,
     }
-    tmp = tempfile.TemporaryDirectory(prefix="tlengine-bench-detection-") if output_dir is None else None
-    root = Path(tmp.name) if tmp is not None else Path(output_dir) / "detection"  # apart from `all`'s other arms
-    started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    try:
-        with OtherLoad() as load:
-            train_rows, result["training"] = run_detection_training(
-                epochs=epochs,
-                quick=quick,
-                pipeline=pipeline,
-                output_dir=root,
-                threads=threads,
-                timeout=timeout,
-                echo=echo,
-            )
-            rows += train_rows
-            trained = next((r for r in reversed(train_rows) if r.get("run_dir") and not r.get("error")), None)
-            if inference and trained is not None:
-                inf_rows, result["inference"] = run_detection_inference(
-                    Path(trained["run_dir"]), quick=quick, pipeline=pipeline, device=dev, echo=echo
-                )
-                rows += inf_rows
-            elif inference:
-                result["inference"] = {"skipped": "no arm finished: no trained detector to time"}
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-            for r in rows:
-                if r.get("kind") == "detection-training":
-                    r["run_dir"] = None  # removed with the temporary folder
-    return {**result, "seconds": round(time.perf_counter() - started, 1), **load.summary(), "rows": rows}
+    return train_then_time(
+        "detection",
+        result,
+        output_dir=output_dir,
+        train=lambda root: run_detection_training(
+            epochs=epochs,
+            quick=quick,
+            pipeline=pipeline,
+            output_dir=root,
+            threads=threads,
+            timeout=timeout,
+            echo=echo,
+        ),
+        time_trained=(
+            (lambda run_dir: run_detection_inference(run_dir, quick=quick, pipeline=pipeline, device=dev, echo=echo))
+            if inference
+            else None
+        ),
+        timed="inference",
+        model="detector",
+    )
 
 
 # --------------------------------------------------------------------------- markdown

@@ -252,6 +252,44 @@ def run_arms(
     return rows, load.summary()
 
 
+def train_then_time(
+    name: str,
+    result: dict[str, Any],
+    *,
+    output_dir: str | Path | None,
+    train: Callable[[Path], tuple[list[dict[str, Any]], dict[str, Any]]],
+    time_trained: Callable[[Path], tuple[list[dict[str, Any]], dict[str, Any]]] | None,
+    timed: str,
+    model: str,
+) -> dict[str, Any]:
+    """The shape of a task benchmark (detection, captioning): ``train(root)`` runs the training
+    arms through ``tlengine run`` into ``root`` (a temporary folder, or ``output_dir/<name>``),
+    then ``time_trained(run_dir)`` times the ``model`` of the last arm that finished, under
+    ``result[timed]``. A temporary folder is removed afterwards and the training rows' run_dir
+    set to None. Returns ``result`` with ``seconds``, the other-load summary and ``rows``."""
+    tmp = tempfile.TemporaryDirectory(prefix=f"tlengine-bench-{name}-") if output_dir is None else None
+    root = Path(tmp.name) if tmp is not None else Path(output_dir) / name  # apart from other benchmarks' arms
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    try:
+        with OtherLoad() as load:
+            train_rows, result["training"] = train(root)
+            rows += train_rows
+            trained = next((r for r in reversed(train_rows) if r.get("run_dir") and not r.get("error")), None)
+            if time_trained is not None and trained is not None:
+                timed_rows, result[timed] = time_trained(Path(trained["run_dir"]))
+                rows += timed_rows
+            elif time_trained is not None:
+                result[timed] = {"skipped": f"no arm finished: no trained {model} to time"}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+            for r in rows:
+                if r.get("kind") == f"{name}-training":
+                    r["run_dir"] = None  # removed with the temporary folder
+    return {**result, "seconds": round(time.perf_counter() - started, 1), **load.summary(), "rows": rows}
+
+
 def run_training_benchmark(
     *,
     epochs: int = 10,
