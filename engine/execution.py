@@ -507,15 +507,12 @@ def _floats(out: Any) -> list[torch.Tensor]:
     tuple/list/dict or the fields of a dataclass; scalars (a loss) are not per sample."""
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
         out = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
-    values = (
-        [out]
-        if isinstance(out, torch.Tensor)
-        else out.values()
-        if isinstance(out, dict)
-        else out
-        if isinstance(out, (tuple, list))
-        else ()
-    )
+    if isinstance(out, torch.Tensor):
+        values: Any = [out]
+    elif isinstance(out, dict):
+        values = out.values()
+    else:
+        values = out if isinstance(out, (tuple, list)) else ()
     return [x for x in values if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() > 0]
 
 

@@ -91,8 +91,9 @@ class Runner:
         return self.registries.strategies.get(cfg.name)(cfg)
 
     def build_model(self, st: PreparedStage, strategy: Strategy, seed: int, base_dir: Path) -> TransferModel:
-        """The arm's model; pretrained parts load ``model.weights`` unless the arm starts
-        them random or the stage starts them from an earlier stage (loaded later)."""
+        """The arm's model; pretrained parts load their weights (``model.weights``, or where
+        ``Task.part_has_weights`` says the task keeps them) unless the arm starts them random
+        or the stage starts them from an earlier stage (loaded later)."""
         seed_everything(derive_seed(seed, strategy.config.arm, "init"))
         init = {
             part: st.plan.init_from is None
