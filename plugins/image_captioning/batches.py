@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from PIL import Image
 from tlengine.cache import fingerprint_items
-from tlengine.errors import DataError
 from tlengine.execution import InputFormat
 from tlengine.kernels import ops_for
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -35,14 +34,11 @@ AUGMENT_LEVELS = ("none", "light")
 
 
 def load_image(path: Path) -> Image.Image:
-    """An image file as RGB; DataError naming the file if it is missing or unreadable."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
-    except Exception as exc:  # PIL raises many types
-        raise DataError(f"image {path} is not a readable image ({str(exc).strip() or type(exc).__name__})") from None
+    """An image file as RGB; DataError naming the file if it is missing or unreadable (the
+    image plugin's ``open_image``)."""
+    from tlengine_plugins.image_classification.datasets import open_image
+
+    return open_image(path).convert("RGB")
 
 
 def train_base_size(size: int) -> int:
