@@ -21,8 +21,7 @@ import torch
 from PIL import Image
 from tlengine.cache import fingerprint_items
 from tlengine.execution import InputFormat
-from tlengine.kernels import ops_for
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from .model import CaptionTarget
@@ -159,23 +158,22 @@ def extraction_batches(
     """Normalised ``[B,3,S,S]`` batches of the samples ``indices`` for the feature cache, cut
     and normalised by the fused ``normalize_images`` op: view 0 the whole image, views >= 1 a
     crop at a position fixed by (seed, sample, view), never mirrored."""
-    from tlengine_plugins.image_classification.extraction import view_params
+    from tlengine_plugins.image_classification.extraction import normalized_views
 
-    fmt = input_format or InputFormat()
     base_ds, positions = unwrap(dataset)
     size = int(preprocessing["input_size"])
     side = train_base_size(size) if train and view > 0 else size
     images = _BaseImages(base_ds, [positions[i] for i in indices.tolist()], side)
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    ops = ops_for(kernels)
-    mean = [float(m) for m in preprocessing["mean"]]
-    std = [float(s) for s in preprocessing["std"]]
-    start = 0
-    for batch in loader:
-        sample_idx = indices[start : start + batch.shape[0]]
-        start += batch.shape[0]
-        offsets, flips = view_params(sample_idx, view, seed, side, size, mirror=False)
-        out = ops.normalize_images(
-            batch, offsets, flips, size, size, mean, std, fmt.dtype, channels_last=fmt.channels_last
-        )
-        yield out, sample_idx
+    return normalized_views(
+        images,
+        indices,
+        view=view,
+        seed=seed,
+        base=side,
+        batch_size=batch_size,
+        preprocessing=preprocessing,
+        kernels=kernels,
+        input_format=input_format,
+        num_workers=num_workers,
+        mirror=False,
+    )

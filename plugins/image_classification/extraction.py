@@ -199,18 +199,50 @@ def extraction_batches(
     train: bool,
     input_format: InputFormat | None = None,
     num_workers: int = 0,
-    mirror: bool = True,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised ``[B,3,input,input]`` batches of the samples ``indices``, written by the
     fused op directly in the dtype and memory format of ``input_format`` (default float32,
-    contiguous). ``num_workers`` processes decode and resize the base images. ``mirror``
-    False: training views are crops only (captions say "left of")."""
-    fmt = input_format or InputFormat()
+    contiguous). ``num_workers`` processes decode and resize the base images."""
     base_ds, positions = unwrap(dataset)
     size = int(preprocessing["input_size"])
     base = base_size(preprocessing, train=train and view > 0)  # view 0 = the eval transform, in every split
     chosen = [positions[i] for i in indices.tolist()]
     images = BaseImages(base_ds.items, chosen, base, size, str(preprocessing.get("interpolation", "bilinear")))
+    return normalized_views(
+        images,
+        indices,
+        view=view,
+        seed=seed,
+        base=base,
+        batch_size=batch_size,
+        preprocessing=preprocessing,
+        kernels=kernels,
+        input_format=input_format,
+        num_workers=num_workers,
+    )
+
+
+def normalized_views(
+    images: Dataset,
+    indices: torch.Tensor,
+    *,
+    view: int,
+    seed: int,
+    base: int,
+    batch_size: int,
+    preprocessing: dict[str, Any],
+    kernels: str,
+    input_format: InputFormat | None = None,
+    num_workers: int = 0,
+    mirror: bool = True,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(inputs [B,3,S,S], sample indices [B])`` of view ``view``: ``images[i]`` is the uint8
+    base image ``[base,base,3]`` of sample ``indices[i]``; each batch is cut at the view's
+    offsets (:func:`view_params`; mirrored only when ``mirror``) and normalised by the fused
+    ``normalize_images`` op in ``input_format``'s dtype and memory format. Shared by every
+    task whose cached inputs are crops of square base images."""
+    fmt = input_format or InputFormat()
+    size = int(preprocessing["input_size"])
     loader = DataLoader(
         images,
         batch_size=batch_size,
