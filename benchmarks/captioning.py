@@ -68,7 +68,7 @@ import yaml
 
 from benchmarks.detection import _epochs_seconds, _train_images
 from benchmarks.machine import OtherLoad
-from benchmarks.training import _execution_summary, _row, run_arms, train_then_time
+from benchmarks.training import _execution_summary, _row, run_arms, task_benchmark_header, train_then_time
 
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "captioning_bench.yaml"
 
@@ -371,20 +371,8 @@ def run_captioning_benchmark(
     afterwards). threads: OMP_NUM_THREADS of the runs. device (decoding): cpu, cuda[:N], or
     auto (CUDA when present, else CPU); the runs use the pipeline's ``device: auto``.
     """
-    from benchmarks.kernels import cpu_name
-
     pipeline = Path(pipeline) if pipeline else PIPELINE
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
-    result: dict[str, Any] = {
-        "kind": "captioning",
-        "device": str(dev),
-        "hardware": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
-        "threads": threads or torch.get_num_threads(),
-        "torch": torch.__version__,
-        "quick": quick,
-    }
+    dev, result = task_benchmark_header("captioning", device, threads=threads, quick=quick)
     return train_then_time(
         "captioning",
         result,

@@ -66,7 +66,7 @@ import torch
 import yaml
 
 from benchmarks.machine import OtherLoad
-from benchmarks.training import _row, run_arms, train_then_time
+from benchmarks.training import _row, run_arms, task_benchmark_header, train_then_time
 
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "detection_bench.yaml"
 
@@ -395,20 +395,8 @@ def run_detection_benchmark(
     afterwards). threads: OMP_NUM_THREADS of the runs. device (inference): cpu, cuda[:N], or
     auto (CUDA when present, else CPU); the runs use the pipeline's ``device: auto``.
     """
-    from benchmarks.kernels import cpu_name
-
     pipeline = Path(pipeline) if pipeline else PIPELINE
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
-    result: dict[str, Any] = {
-        "kind": "detection",
-        "device": str(dev),
-        "hardware": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
-        "threads": threads or torch.get_num_threads(),
-        "torch": torch.__version__,
-        "quick": quick,
-    }
+    dev, result = task_benchmark_header("detection", device, threads=threads, quick=quick)
     return train_then_time(
         "detection",
         result,

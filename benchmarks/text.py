@@ -66,7 +66,14 @@ import torch
 import yaml
 
 from benchmarks.machine import OtherLoad
-from benchmarks.training import TARGET_ACCURACY_POINTS, _compare, _execution_summary, _row, run_arms
+from benchmarks.training import (
+    TARGET_ACCURACY_POINTS,
+    _compare,
+    _execution_summary,
+    _row,
+    run_arms,
+    task_benchmark_header,
+)
 
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "text_bench.yaml"
 
@@ -410,20 +417,8 @@ def run_text_benchmark(
     device (throughput): cpu, cuda[:N], or auto (CUDA when present, else CPU). When the
     minilm-l6 weights (or the corpus) are not installed, returns no rows and ``skipped``.
     """
-    from benchmarks.kernels import cpu_name
-
     pipeline = Path(pipeline) if pipeline else PIPELINE
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
-    result: dict[str, Any] = {
-        "kind": "text",
-        "device": str(dev),
-        "hardware": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
-        "threads": threads or torch.get_num_threads(),
-        "torch": torch.__version__,
-        "quick": quick,
-    }
+    dev, result = task_benchmark_header("text", device, threads=threads, quick=quick)
     skipped = missing_requirements()
     if skipped:
         if echo:

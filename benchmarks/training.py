@@ -252,6 +252,26 @@ def run_arms(
     return rows, load.summary()
 
 
+def task_benchmark_header(
+    kind: str, device: str, *, threads: int | None, quick: bool
+) -> tuple[torch.device, dict[str, Any]]:
+    """The device a task benchmark times on (``auto``: CUDA when present, else CPU) and the
+    head of its result: kind, device, hardware, threads, torch version, quick."""
+    from benchmarks.kernels import cpu_name
+
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    return dev, {
+        "kind": kind,
+        "device": str(dev),
+        "hardware": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+        "threads": threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "quick": quick,
+    }
+
+
 def train_then_time(
     name: str,
     result: dict[str, Any],
