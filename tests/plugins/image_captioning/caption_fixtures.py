@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pytest
 import torch
@@ -46,16 +46,19 @@ def one_thread() -> Iterator[None]:
         os.environ["OMP_NUM_THREADS"] = env
 
 
-def write_caption_bert(folder: Path, *, seed: int = 0, max_positions: int = MAX_POSITIONS) -> Path:
+def write_caption_bert(
+    folder: Path, *, seed: int = 0, max_positions: int = MAX_POSITIONS, words: Sequence[str] = WORDS
+) -> Path:
     """A BertModel checkpoint folder (config.json, model.safetensors, fast tokenizer) with a
-    word-level vocabulary of :data:`WORDS` (as test_caption_decoder's ``write_tiny_bert``)."""
+    word-level vocabulary of ``words`` (default :data:`WORDS`), 2 layers of width 32."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # transformers 5 takes the vocab itself (it ignores vocab_file=, leaving only the specials)
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
-    assert tokenizer.convert_tokens_to_ids("triangle") == vocab.index("triangle")
+    assert tokenizer.convert_tokens_to_ids(words[-1]) == len(vocab) - 1
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from caption_fixtures import write_caption_bert
 from tlengine.errors import WeightsError
 from tlengine_plugins.image_captioning.decoder import (
     IGNORE_INDEX,
@@ -24,27 +25,8 @@ LAYERS = 2
 
 
 def write_tiny_bert(folder: Path, *, seed: int = 0, max_positions: int = 32) -> Path:
-    """A BertModel checkpoint folder (config.json, model.safetensors, fast tokenizer)."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    # transformers 5 takes the vocab itself (it ignores vocab_file=, leaving only the specials)
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
-    assert tokenizer.convert_tokens_to_ids("circle") == vocab.index("circle")
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=2,
-        intermediate_size=2 * HIDDEN,
-        max_position_embeddings=max_positions,
-    )
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
-    return folder
+    """A tiny BERT checkpoint folder whose vocabulary is this module's :data:`WORDS`."""
+    return write_caption_bert(folder, seed=seed, max_positions=max_positions, words=WORDS)
 
 
 @pytest.fixture(scope="module")
