@@ -141,9 +141,10 @@ def num_frames(samples: int | torch.Tensor, sample_rate: int) -> int | torch.Ten
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_transform(sample_rate: int, n_mels: int) -> torchaudio.transforms.MelSpectrogram:
+def _mel_transform(sample_rate: int, n_mels: int, device: str) -> torchaudio.transforms.MelSpectrogram:
+    """One transform per (rate, mels, device): ``Module.to`` moves in place, so none is shared."""
     win = _window_length(sample_rate)
-    return torchaudio.transforms.MelSpectrogram(
+    transform = torchaudio.transforms.MelSpectrogram(
         sample_rate=sample_rate,
         n_fft=win,
         win_length=win,
@@ -152,6 +153,7 @@ def _mel_transform(sample_rate: int, n_mels: int) -> torchaudio.transforms.MelSp
         power=2.0,
         center=True,
     )
+    return transform.to(device)
 
 
 def log_mel(waveform: torch.Tensor, sample_rate: int, n_mels: int = 80) -> torch.Tensor:
@@ -165,7 +167,7 @@ def log_mel(waveform: torch.Tensor, sample_rate: int, n_mels: int = 80) -> torch
     """
     if waveform.dim() not in (1, 2):
         raise ValueError(f"log_mel expects a waveform [S] or a batch [N, S], got shape {tuple(waveform.shape)}")
-    transform = _mel_transform(int(sample_rate), int(n_mels)).to(waveform.device)
+    transform = _mel_transform(int(sample_rate), int(n_mels), str(waveform.device))
     mel = transform(waveform.float())
     return torch.log(mel.clamp(min=LOG_FLOOR))
 
@@ -185,7 +187,7 @@ def pad_batch(tensors: Sequence[torch.Tensor], padding_value: float = 0.0) -> tu
 
 
 def length_buckets(
-    lengths: Sequence[int],
+    lengths: Sequence[float],
     batch_size: int,
     *,
     seed: int,

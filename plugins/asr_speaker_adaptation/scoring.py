@@ -14,6 +14,7 @@ CER counts characters of the normalised text, spaces between words included.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -105,10 +106,13 @@ def relative_reduction(before: float, after: float) -> float:
 
     0.25 means a quarter of the errors went away (WER 0.20 -> 0.15); negative means worse.
     ``before == 0``: 0.0 if ``after`` is 0 too, else ``-inf`` (any error is an unbounded
-    increase over a perfect score). ValueError for a negative or NaN rate.
+    increase over a perfect score). NaN in either gives NaN (a missing rate stays missing);
+    ValueError for a negative rate.
     """
+    if math.isnan(before) or math.isnan(after):
+        return math.nan
     for name, value in (("before", before), ("after", after)):
-        if not value >= 0:  # also catches NaN
+        if value < 0:
             raise ValueError(f"relative_reduction: {name} must be a rate >= 0, got {value}")
     if before == 0:
         return 0.0 if after == 0 else float("-inf")

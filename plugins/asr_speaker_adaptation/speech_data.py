@@ -6,7 +6,8 @@
 
   ``audio_filepath`` is relative to the manifest's folder (an absolute path is accepted if
   it lies inside the data root) and may not lead out of the data root; ``duration``
-  (seconds) is optional; any other keys are ignored.
+  (seconds) is optional; ``speaker`` is a string (an integer is read as its decimal
+  digits); any other keys are ignored.
 * :func:`read_speaker_folder`: a folder with one sub-folder per speaker holding its clips,
   and a ``transcripts.tsv`` at the top::
 
@@ -18,7 +19,8 @@
   ``.flac``) a tab and the transcript (the rest of the line, tabs included). An optional
   first line ``path<TAB>text`` (first cell ``path``, ``audio``, ``file`` or
   ``audio_filepath``, any case) is a header and skipped. The speaker is the sub-folder's
-  name. Every clip needs exactly one line and every line its clip.
+  name. Every clip needs exactly one line and every line its clip (hidden files and
+  folders, starting with ``.``, and files of other extensions are ignored).
 * :func:`synthesize_speakers`: multi-speaker synthetic speech spoken by espeak-ng
   (distinct voices, variants, pitches and speeds: :data:`DEFAULT_SPEAKERS`), from
   deterministic sentences (:func:`generate_sentences`), cached on disk with a manifest.
@@ -257,9 +259,11 @@ def read_speaker_folder(folder: Path) -> list[Utterance]:
         if not audio.is_file():
             raise DataError(f"{where} names {cell}, but {audio} does not exist")
         out.append(Utterance(audio, text, parts[0], None))
-    for speaker_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for speaker_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for clip in sorted(speaker_dir.iterdir()):
-            if clip.suffix.lower() in AUDIO_EXTENSIONS and clip.is_file() and clip.resolve() not in listed:
+            if clip.name.startswith(".") or clip.suffix.lower() not in AUDIO_EXTENSIONS:
+                continue  # hidden files (editor backups, interrupted writes) and non-audio files are ignored
+            if clip.is_file() and clip.resolve() not in listed:
                 raise DataError(f"audio file {clip} has no line in {tsv}")
     if not out:
         raise DataError(f"speaker folder {folder} has no utterances ({tsv} lists no clips)")

@@ -129,6 +129,9 @@ def speaker_folder(root: Path, transcripts: str) -> Path:
     wav(root / "alice" / "two.flac", seconds=0.5)
     wav(root / "bob" / "x.wav", seconds=0.1)
     (root / "notes.txt").write_text("ignored")
+    wav(root / "bob" / ".x.tmp.wav")  # hidden: an interrupted write, ignored
+    (root / ".cache").mkdir()
+    wav(root / ".cache" / "y.wav")
     (root / "transcripts.tsv").write_text(transcripts, encoding="utf-8")
     return root
 
