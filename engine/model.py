@@ -170,6 +170,11 @@ class TransferModel(nn.Module):
     def forward(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         return self.forward_head(self.forward_features(inputs), *args, **kwargs)
 
+    def hidden_layers(self) -> list[HiddenLayer]:
+        """The layers, input side first, whose outputs strategies such as ``lhuc`` and
+        ``adapter`` may change. Default: none; a task's model lists its encoder layers."""
+        return []
+
     # ------------------------------------------------------------------ ownership
     def owned_parameters(self, owner: str = "strategy") -> list[tuple[str, nn.Parameter]]:
         """(qualified name, parameter) of every part whose owner is ``owner``."""
@@ -186,6 +191,22 @@ class TransferModel(nn.Module):
                 ids |= {id(t) for t in part.module.parameters()} | {id(t) for t in part.module.buffers()}
         live = self.state_dict(keep_vars=True)  # keep_vars: to match tensors by identity
         return {k: v.detach() for k, v in live.items() if id(v) in ids}
+
+
+@dataclass
+class HiddenLayer:
+    """A layer whose output a strategy may re-scale or adapt (LHUC, bottleneck adapters).
+
+    name: ``<part>.<layer>``, used for the strategy's parameter names.
+    module: called once per forward; its output is a tensor [..., width] (or a tuple
+        whose first item is one: transformers' layers), hidden units on the last axis.
+    width: the number of hidden units D.
+    """
+
+    part: str
+    name: str
+    module: nn.Module
+    width: int
 
 
 # ---------------------------------------------------------------------- optimizer groups

@@ -14,17 +14,38 @@ Builtins (registered by the core plugin ``tlengine.builtin``):
   running statistics unless ``update_frozen_bn``.
 * ``scratch`` — the same architecture from random init, everything trains at ``lr``:
   the baseline that shows what the pretrained weights are worth.
+* ``lhuc`` — learned per-unit scales on chosen hidden layers' outputs; pretrained
+  weights frozen and unchanged, the scales saved alone (speaker adaptation).
+* ``adapter`` — residual bottleneck adapters after chosen hidden layers; likewise.
+* ``zero-shot`` — the pretrained model as it is: the "before" of an adaptation.
 """
 
+from .adapter import Adapter
 from .base import NoArgs, StepContext, Strategy
 from .feature_extraction import FeatureExtraction
 from .fine_tune import FineTune
+from .lhuc import LHUC
 from .scratch import Scratch
+from .zero_shot import ZeroShot
 
 BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {
     "feature-extraction": FeatureExtraction,
     "fine-tune": FineTune,
     "scratch": Scratch,
+    "lhuc": LHUC,
+    "adapter": Adapter,
+    "zero-shot": ZeroShot,
 }
 
-__all__ = ["BUILTIN_STRATEGIES", "FeatureExtraction", "FineTune", "NoArgs", "Scratch", "StepContext", "Strategy"]
+__all__ = [
+    "BUILTIN_STRATEGIES",
+    "LHUC",
+    "Adapter",
+    "FeatureExtraction",
+    "FineTune",
+    "NoArgs",
+    "Scratch",
+    "StepContext",
+    "Strategy",
+    "ZeroShot",
+]

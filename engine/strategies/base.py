@@ -98,6 +98,8 @@ class Strategy:
         self.config = config
         self.args = self.Args.model_validate(config.args)
         self._frozen: dict[str, set[int]] = {}
+        #: blocks (part -> indices) that trained in any epoch so far: what ``changed_state`` saves
+        self._trained: dict[str, set[int]] = {}
 
     # ------------------------------------------------------------------ the plan
     def trainable_blocks(self, num_blocks: int, epoch: int) -> int:
@@ -188,6 +190,7 @@ class Strategy:
                 for p in module.parameters():
                     p.requires_grad_(i not in frozen)
                 if i not in frozen:
+                    self._trained.setdefault(part.name, set()).add(i)
                     trainable.append(block if len(model.pretrained_parts) == 1 else f"{part.name}.{block}")
             if len(frozen) == len(part.blocks):
                 fully_frozen.add(part.name)
@@ -214,6 +217,18 @@ class Strategy:
                 )
                 execution.freeze_blocks(part.name, frozen, keep_fp32=attached)
         return trainable
+
+    def changed_state(self, model: TransferModel) -> dict[str, torch.Tensor]:
+        """What this arm changed on top of its pretrained start: the state-dict entries of
+        every new part (heads, adapters, LHUC scales) and of every pretrained block that
+        trained in some epoch. Loaded over the untouched pretrained weights it gives the
+        arm's model (``delta.safetensors``: a speaker's fine-tuned top layers)."""
+        modules = [p.module for p in model.parts.values() if not p.pretrained]
+        for part in model.pretrained_parts:
+            modules += [m for i, (_, m) in enumerate(part.blocks) if i in self._trained.get(part.name, set())]
+        ids = {id(t) for m in modules for t in (*m.parameters(), *m.buffers())}
+        live = model.state_dict(keep_vars=True)  # keep_vars: to match tensors by identity
+        return {k: v.detach() for k, v in live.items() if id(v) in ids}
 
     def train_mode(self, model: TransferModel) -> None:
         """``model.train()``, then frozen blocks back to eval so BatchNorm statistics and
