@@ -317,6 +317,11 @@ class Runner:
         own = model.owned_state_dict("strategy")
         if own:
             checkpoint.save_tensors(arm_dir / "own.safetensors", own, {**meta, "holds": "strategy parameters only"})
+        delta = strategy.changed_state(model) if pretrained and not strategy.fits_directly else {}
+        if delta and len(delta) < len(model.state_dict()) and delta.keys() != own.keys():
+            checkpoint.save_tensors(
+                arm_dir / "delta.safetensors", delta, {**meta, "holds": "what the arm changed on its pretrained start"}
+            )
         run.write_result(key, result)
         (arm_dir / "state.safetensors").unlink(missing_ok=True)  # the final model replaces it
         (arm_dir / "best.safetensors").unlink(missing_ok=True)

@@ -13,6 +13,8 @@
         best.safetensors   the best validation epoch's weights while it trains
         model.safetensors + model.json   the arm's final model
         own.safetensors    only the parameters the strategy added (adapters), when it added any
+        delta.safetensors  what the arm changed on its pretrained start (new parts and the blocks
+                           that trained), when that is less than the whole model and more than own
         result.json        test/val metrics and the epoch history
     plots/                loss and metric curves, confusion matrices, arm comparison
 
