@@ -204,6 +204,11 @@ def pipelines(as_json: bool) -> None:
     type=click.IntRange(1, 16),
     help="Beam width of generated outputs (captioning; default: the run's model.num_beams, 1 = greedy).",
 )
+@click.option(
+    "--speaker",
+    default=None,
+    help="Use the model adapted to this speaker (speech adaptation runs; without it: the unadapted base).",
+)
 @click.option("--arm", default=None, help="Use this arm's model instead of the run's primary one.")
 @click.option("--stage", default=None, help="With --arm: the stage (default: the last).")
 @click.option("--seed", default=None, type=int, help="With --arm: the seed (default: the first).")
@@ -217,6 +222,7 @@ def predict(
     score_threshold: float | None,
     save_dir: Path | None,
     num_beams: int | None,
+    speaker: str | None,
     arm: str | None,
     stage: str | None,
     seed: int | None,
@@ -233,7 +239,12 @@ def predict(
     for path in inputs:
         if not path.is_file():
             raise TLEngineError(f"input {path} does not exist or is not a file")
-    task, model, meta = load_run_model(_manager().registries, run_dir, arm=arm, stage=stage, seed=seed)
+    from .predict import adapted_model_file
+
+    adapted = adapted_model_file(run_dir, speaker, arm=arm) if stage is None and seed is None else None
+    if speaker is not None and adapted is None:
+        raise TLEngineError(f"--speaker needs a run whose arms adapt to a speaker; {run_dir} has none")
+    task, model, meta = load_run_model(_manager().registries, run_dir, arm=arm, stage=stage, seed=seed, path=adapted)
     if texts and not task.accepts_text:
         raise TLEngineError(f"task '{task.name}' predicts on files, not --text strings")
     items = [PredictInput(str(p), "file") for p in inputs] + [PredictInput(t, "text") for t in texts]

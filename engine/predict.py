@@ -57,6 +57,39 @@ def model_file(run_dir: Path, *, arm: str | None = None, stage: str | None = Non
     return run_dir / "arms" / matches[0] / "model.safetensors"
 
 
+def adapted_model_file(run_dir: Path, speaker: str | None, *, arm: str | None = None) -> Path | None:
+    """For a run whose arms adapt a model to one speaker (their ``info["adapted_to"]``): the
+    model adapted to ``speaker`` (the first such arm of the last stage holding one, or
+    ``arm``), or with ``speaker`` None the unadapted base (the ``zero-shot`` arm). None when
+    the run adapts to no one and no speaker was asked for."""
+    import json
+
+    rows = []
+    for path in sorted(Path(run_dir).glob("arms/*/*/seed*/model.json")):
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        rows.append((path, meta.get("info", {}).get("adapted_to"), meta.get("strategy"), meta.get("arm")))
+    speakers = sorted({s for _, s, _, _ in rows if s})
+    if speaker is None:
+        if not speakers:
+            return None
+        base = [p for p, _, strategy, name in rows if strategy == "zero-shot" and arm in (None, name)]
+        if not base:
+            raise RunError(
+                f"{run_dir} has no zero-shot arm (the unadapted model); pass --speaker ({', '.join(speakers)})"
+            )
+        return base[-1].with_suffix(".safetensors")
+    found = [p for p, s, strategy, name in rows if s == speaker and strategy != "zero-shot" and arm in (None, name)]
+    if not found:
+        known = ", ".join(speakers) or "none"
+        what = f"speaker '{speaker}'" + (f" with arm '{arm}'" if arm else "")
+        raise RunError(f"{run_dir} holds no model adapted to {what} (adapted speakers: {known})")
+    last_stage = found[-1].parts[-4]
+    return next(p for p in found if p.parts[-4] == last_stage).with_suffix(".safetensors")
+
+
 def _last_stage(run_dir: Path) -> str | None:
     import json
 
@@ -75,14 +108,16 @@ def load_run_model(
     stage: str | None = None,
     seed: int | None = None,
     device: torch.device | None = None,
+    path: Path | None = None,
 ) -> tuple[Task, TransferModel, dict[str, Any]]:
-    """(task, model in eval mode, checkpoint metadata) of a finished run (or one arm of it).
+    """(task, model in eval mode, checkpoint metadata) of a finished run (or one arm of it,
+    or the model file ``path`` of one of its arms).
 
     The model is rebuilt from its config with random init, the strategy re-adds its own
     parts (adapters), then the saved weights are loaded strictly. Its parts run as the
     run's ``extraction`` settings say (:mod:`tlengine.execution`), on ``device`` (CPU).
     """
-    path = model_file(run_dir, arm=arm, stage=stage, seed=seed)
+    path = path or model_file(run_dir, arm=arm, stage=stage, seed=seed)
     tensors, meta = load_tensors(path)
     if "task" not in meta or "model" not in meta:
         raise RunError(f"{path} holds no tlengine model metadata; is it a tlengine checkpoint?")
