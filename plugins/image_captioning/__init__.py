@@ -1,1 +1,1 @@
-"""The image-captioning plugin (issue #11), in progress: not registered yet (datasets first)."""
+"""The image-captioning plugin: a pretrained image encoder and a pretrained BERT decoder."""
