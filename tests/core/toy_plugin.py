@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
 from tlengine import hookimpl
 from tlengine.data import DatasetSpec
-from tlengine.model import TransferModel
+from tlengine.model import HiddenLayer, TransferModel
 from tlengine.strategies import Strategy
 from tlengine.strategies.base import StepContext
 from tlengine.task import Evaluation, PredictInput, Task, TaskData
@@ -70,6 +70,15 @@ class ToyModel(TransferModel):
 
     def forward_head(self, features: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.run_part("decoder", features).squeeze(-1)
+
+    def hidden_layers(self) -> list[HiddenLayer]:
+        """Both encoder blocks and the decoder's first (16 units each): where LHUC and adapters attach."""
+        encoder, decoder = self.part("encoder").module, self.part("decoder").module
+        return [
+            HiddenLayer("encoder", "encoder.0", encoder[0], 16),
+            HiddenLayer("encoder", "encoder.1", encoder[1], 16),
+            HiddenLayer("decoder", "decoder.0", decoder[0], 16),
+        ]
 
 
 def build_toy_model(weights: str | None, init: Mapping[str, bool], base_dir: Path) -> ToyModel:
