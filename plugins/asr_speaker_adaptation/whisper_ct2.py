@@ -433,7 +433,7 @@ def greedy_token_ids(
 
     As OpenAI's Whisper and CTranslate2 do, the generation config's ``suppress_tokens`` are never
     chosen, and its ``begin_suppress_tokens`` (blank, end-of-text) not as the first token. An explicit
-    loop rather than ``generate``: the encoder runs once, and it is several times faster on CPU.
+    loop rather than ``generate``: it mirrors CTranslate2's decoding step for step, and is faster on CPU.
     """
     from transformers import DynamicCache, EncoderDecoderCache
 
@@ -441,16 +441,17 @@ def greedy_token_ids(
     eot = gen.eos_token_id
     # transformers 5 renamed the decoder's past_key_values argument to cache
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    suppress = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+    device = model.device
+    suppress = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
     suppress[list(gen.suppress_tokens or [])] = True
     suppress_first = suppress.clone()
     suppress_first[list(gen.begin_suppress_tokens or [])] = True
 
-    encoded = model.model.encoder(features.to(model.dtype)).last_hidden_state
+    encoded = model.model.encoder(features.to(device, model.dtype)).last_hidden_state
     n = features.shape[0]
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    step_input = torch.tensor([[gen.decoder_start_token_id, gen.no_timestamps_token_id]] * n)
-    done = torch.zeros(n, dtype=torch.bool)
+    step_input = torch.tensor([[gen.decoder_start_token_id, gen.no_timestamps_token_id]] * n, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
     chosen = []
     for step in range(max_new_tokens):
         logits = model(

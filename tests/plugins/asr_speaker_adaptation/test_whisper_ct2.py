@@ -113,6 +113,8 @@ def test_cache_is_reused_and_a_crash_leaves_no_folder(converted: Path, monkeypat
 
     monkeypatch.setattr(whisper_ct2, "ct2_to_transformers", no_conversion)
     assert converted_whisper_dir(SOURCE, converted.parent.parent) == converted
+    monkeypatch.setenv("TLENGINE_CACHE_DIR", str(converted.parent.parent))  # the default cache root
+    assert converted_whisper_dir(SOURCE) == converted
     assert weights.stat().st_mtime_ns == mtime
     monkeypatch.undo()
 
