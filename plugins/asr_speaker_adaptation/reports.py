@@ -4,7 +4,10 @@
 reduction against the unadapted ``zero-shot`` arm, the other speakers' WER before and
 after and whether that rise stays within ``data.forgetting_tolerance``; every speaker's
 WER/CER; the first test transcripts. ``plots/wer_per_speaker.png`` — WER of every
-speaker under every arm, the target first.
+speaker under every arm, the target first. ``plots/wer_vs_adaptation_utterances.png`` —
+when several stages adapt to the same speaker with different ``data.adaptation_utterances``
+(5, 10, 20, 50): the target's WER per arm against that count (mean over seeds), also in
+``adaptation.json`` under ``curve``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def _finite(x: float) -> float | None:
 
 def write_adaptation_reports(run_dir: Path, arms: dict[str, Evaluation], info: dict[str, Any]) -> list[Path]:
     summary = adaptation_summary(arms, info)
+    summary["curve"] = adaptation_curve(Path(run_dir), info.get("adapted_to"))
     reports = Path(run_dir) / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     path = reports / "adaptation.json"
@@ -62,7 +66,67 @@ def write_adaptation_reports(run_dir: Path, arms: dict[str, Evaluation], info: d
     plot = plot_wer_per_speaker(summary, Path(run_dir) / "plots" / "wer_per_speaker.png")
     if plot is not None:
         written.append(plot)
+    if len({n for points in summary["curve"].values() for n in points}) > 1:
+        written.append(plot_curve(summary["curve"], info.get("adapted_to"), Path(run_dir) / "plots"))
     return written
+
+
+def adaptation_curve(run_dir: Path, speaker: str | None) -> dict[str, dict[int, dict[str, float]]]:
+    """Target WER per arm against the number of adaptation utterances, over every finished
+    stage that adapted to ``speaker``: ``{arm: {n: {"wer": mean, "std": std, "seeds": k}}}``."""
+    import statistics
+
+    found: dict[str, dict[int, list[float]]] = {}
+    for meta_path in sorted(run_dir.glob("arms/*/*/seed*/model.json")):
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            result = json.loads((meta_path.parent / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        info = meta.get("info", {})
+        if speaker is None or info.get("adapted_to") != speaker or "adaptation_utterances" not in info:
+            continue
+        wer = result.get("test", {}).get("metrics", {}).get("wer")
+        if wer is not None:
+            found.setdefault(meta["arm"], {}).setdefault(int(info["adaptation_utterances"]), []).append(float(wer))
+    return {
+        arm: {
+            n: {"wer": statistics.fmean(v), "std": statistics.pstdev(v) if len(v) > 1 else 0.0, "seeds": len(v)}
+            for n, v in sorted(points.items())
+        }
+        for arm, points in found.items()
+    }
+
+
+def plot_curve(curve: dict[str, dict[int, dict[str, float]]], speaker: str | None, plots: Path) -> Path:
+    """The target's WER (%) per arm against the adaptation utterances (log-scaled axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    for arm, points in curve.items():
+        ns = sorted(points)
+        ax.errorbar(
+            ns, [100 * points[n]["wer"] for n in ns], yerr=[100 * points[n]["std"] for n in ns], marker="o", label=arm
+        )
+    ax.set_xscale("log")
+    ns = sorted({n for points in curve.values() for n in points})
+    ax.set_xticks(ns)
+    ax.set_xticklabels([str(n) for n in ns])
+    ax.set_xlabel("adaptation utterances")
+    ax.set_ylabel("WER (%)")
+    ax.set_title(f"target speaker {speaker}: WER against adaptation data")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = plots / "wer_vs_adaptation_utterances.png"
+    plots.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
 
 
 def plot_wer_per_speaker(summary: dict[str, Any], out: Path) -> Path | None:

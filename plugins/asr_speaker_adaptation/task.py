@@ -155,6 +155,7 @@ class SpeechRecognitionTask(Task):
         }
         if options.split == "adaptation":
             info["adapted_to"] = target
+            info["adaptation_utterances"] = options.adaptation_utterances
         if preprocessing["features"] == "log-mel":
             from .ctc import CharVocabulary
 

@@ -33,7 +33,8 @@ def speech_data(root: Path, **options: Any) -> dict[str, Any]:
 
 
 def ctc_pipeline(root: Path) -> dict[str, Any]:
-    """A tiny BiGRU CTC model: trained on two speakers, then adapted to the third."""
+    """A tiny BiGRU CTC model: trained on two speakers, then adapted to the third with five
+    utterances (lhuc) and with three (every method)."""
     return {
         "name": "tiny-asr",
         "task": "speech-recognition",
@@ -41,6 +42,13 @@ def ctc_pipeline(root: Path) -> dict[str, Any]:
         "model": {"backbone": "ctc-bigru", "args": {"d_model": 32, "layers": 2, "dropout": 0.0}},
         "stages": [
             {"name": "base", "data": speech_data(root, split="speakers"), "strategy": {"name": "scratch"}},
+            {
+                "name": "adapt5",
+                "init_from": "base",
+                "data": speech_data(root, adaptation_utterances=5, val_utterances=1),
+                "strategy": {"name": "lhuc"},
+                "baseline": {"name": "zero-shot"},
+            },
             {
                 "name": "adapt",
                 "init_from": "base",
@@ -96,6 +104,10 @@ def test_adaptation_stage_end_to_end_with_predict_per_speaker(tmp_path, cli):
     assert lhuc["wer_before"] == adapt["zero-shot"]["metrics"]["wer"]
     assert lhuc["wer_others_rise"] == pytest.approx(lhuc["wer_others"] - lhuc["wer_others_before"])
     assert (run / "plots/wer_per_speaker.png").is_file()
+    # the same speaker adapted with 3 and with 5 utterances: the WER-against-data curve
+    assert set(report["curve"]["lhuc"]) == {"3", "5"} and set(report["curve"]["zero-shot"]) == {"3", "5"}
+    assert report["curve"]["lhuc"]["3"]["wer"] == adapt["lhuc"]["metrics"]["wer"]
+    assert (run / "plots/wer_vs_adaptation_utterances.png").is_file()
 
     wav = next((tmp_path / "speech").rglob("*.wav"))
     adapted = cli("predict", str(run), str(wav), "--speaker", TARGET, "--json")
@@ -112,6 +124,7 @@ def test_adaptation_stage_end_to_end_with_predict_per_speaker(tmp_path, cli):
 @pytest.mark.slow
 def test_a_run_killed_during_adaptation_resumes_to_the_same_results(tmp_path):
     config = ctc_pipeline(tmp_path)
+    del config["stages"][1]
     config["stages"][1]["compare"] = []
     reference = run_in_process(config, tmp_path / "reference")
     run = tmp_path / "killed"
