@@ -277,6 +277,11 @@ def ct2_to_transformers(
     return config, state
 
 
+#: part of the cache folder's name: a change to the conversion converts again instead of
+#: reusing folders an older converter wrote
+CONVERTER_VERSION = 1
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -331,7 +336,7 @@ def _build_tokenizer(source_dir: Path, vocab_size: int) -> Any:
 
 def converted_whisper_dir(source_dir: Path, cache_root: Path | None = None) -> Path:
     """A transformers-loadable copy of the CTranslate2 Whisper model in ``source_dir`` (model.bin,
-    config.json, tokenizer.json, vocabulary.txt): ``<cache_root>/whisper/<16 hex of sha256(model.bin)>/``
+    config.json, tokenizer.json, vocabulary.txt): ``<cache_root>/whisper/<16 hex of sha256(model.bin)>-c<converter version>/``
     with config.json, model.safetensors (float32), generation_config.json, preprocessor_config.json and
     the tokenizer files. Converted on the first call (a few seconds), then returned as it is.
 
@@ -349,7 +354,7 @@ def converted_whisper_dir(source_dir: Path, cache_root: Path | None = None) -> P
         from tlengine.cache.manage import cache_base
 
         cache_root = cache_base()
-    target = Path(cache_root) / "whisper" / _sha256(model_bin)[:16]
+    target = Path(cache_root) / "whisper" / f"{_sha256(model_bin)[:16]}-c{CONVERTER_VERSION}"
     if (target / "model.safetensors").is_file():
         return target
 

