@@ -35,9 +35,10 @@ def tlengine_register_tasks(tasks: Registry) -> None:
 
 @hookimpl
 def tlengine_register_backbones(backbones: Registry) -> None:
-    from .recognizers import CTC_BACKBONES, WHISPER, CTCModel, load_pretrained_whisper
+    from .recognizers import CTC_BACKBONES, WAV2VEC2, WHISPER, CTCModel, load_pretrained_whisper, load_wav2vec2
 
     backbones.add(WHISPER, load_pretrained_whisper, description="a transformers Whisper checkpoint (encoder-decoder)")
+    backbones.add(WAV2VEC2, load_wav2vec2, description="a transformers Wav2Vec2-CTC checkpoint (encoder + CTC layer)")
     for name, kind in CTC_BACKBONES.items():
         backbones.add(name, CTCModel, description=f"a small {kind} CTC recogniser on log-mel, trained from scratch")
 

