@@ -62,6 +62,25 @@ def test_each_method_leaves_the_whisper_base_bit_identical(tmp_path: Path, cli):
     assert any(not torch.equal(delta[k], base[k]) for k in delta)  # the top layer trained
     assert all(torch.equal(full[k], v) for k, v in base.items() if k not in delta)
     assert summary["stages"]["main"]["arms"]["zero-shot"]["metrics"]["wer"] >= 0
+    # a speaker's file loaded over the shared base gives that speaker's model
+    from tlengine.config import ModelConfig, StrategyConfig
+    from tlengine.plugins import get_plugin_manager
+    from tlengine.predict import load_run_model
+    from tlengine.strategies import LHUC
+
+    task, trained, meta = load_run_model(get_plugin_manager().registries, run, arm="lhuc")
+    shared = task.build_model(
+        ModelConfig(backbone="whisper", weights="whisper-tiny.en"),
+        meta["info"],
+        init={"encoder": True, "decoder": True},
+        base_dir=tmp_path,
+    ).eval()
+    LHUC(StrategyConfig(name="lhuc", args={})).prepare(shared, None)
+    missing, unexpected = shared.load_state_dict(arm("lhuc", "own.safetensors"), strict=False)
+    assert not unexpected and not [k for k in missing if k.startswith("lhuc.")]
+    features = {"features": torch.randn(1, 80, 3000, generator=torch.Generator().manual_seed(0))}
+    with torch.no_grad():
+        assert torch.allclose(shared.forward_features(features), trained.forward_features(features), atol=1e-5)
     # predict rebuilds each model from the checkpoint the run recorded (no model.weights)
     wav = next((tmp_path / "speech" / TARGET).glob("*.wav"))
     for args in (["--speaker", TARGET, "--arm", "adapter"], []):
