@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run kernels|training|extraction|text|detection|captioning|all [--json] [--quick] [--out DIR]``.
+"""``python -m benchmarks.run kernels|training|extraction|text|detection|captioning|asr|all [--json] [--quick] [--out DIR]``.
 
 * ``kernels`` - fused ops vs eager reference vs torch.compile (:mod:`benchmarks.kernels`);
 * ``training`` - feature-extraction training, naive vs cached arms, through ``tlengine run``
@@ -14,7 +14,10 @@
 * ``captioning`` - frozen-encoder captioning training, naive vs cached grid tokens, through
   ``tlengine run`` at equal BLEU-4, and the trained captioner's captions/s, greedy vs beam
   search (:mod:`benchmarks.captioning`);
-* ``all`` - all six, in that order, in one result.
+* ``asr`` - Whisper tiny.en speaker adaptation steps/s per method (LHUC, adapters, top-layer and
+  full fine-tuning), greedy transcription's real-time factor, and speaker-ID training on cached
+  encoder features vs naive through ``tlengine run`` (:mod:`benchmarks.asr`);
+* ``all`` - all seven, in that order, in one result.
 
 Also the body of ``tlengine bench``: :func:`main` puts the repository root on ``sys.path``
 first, so it works from any working directory (and as ``python benchmarks/run.py``).
@@ -41,7 +44,9 @@ def _echo(line: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["kernels", "training", "extraction", "text", "detection", "captioning", "all"])
+    p.add_argument(
+        "what", choices=["kernels", "training", "extraction", "text", "detection", "captioning", "asr", "all"]
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of markdown")
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not numbers")
     p.add_argument("--out", type=Path, help="also write <kind>.json and <kind>.md into this folder")
@@ -156,6 +161,19 @@ def _captioning(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _asr(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.asr import run_asr_benchmark
+
+    return run_asr_benchmark(
+        quick=args.quick,
+        epochs=args.epochs,
+        output_dir=args.runs_dir,
+        threads=args.threads,
+        device=args.device,
+        echo=_echo,
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         import torch
@@ -173,8 +191,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _detection(args)
     if args.what == "captioning":
         return _captioning(args)
+    if args.what == "asr":
+        return _asr(args)
     kernels, extraction, training, text = _kernels(args), _extraction(args), _training(args), _text(args)
-    detection, captioning = _detection(args), _captioning(args)
+    detection, captioning, asr = _detection(args), _captioning(args), _asr(args)
     strip = lambda r: {k: v for k, v in r.items() if k != "rows"}  # noqa: E731
     return {
         "kind": "all",
@@ -189,18 +209,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "text": strip(text),
         "detection": strip(detection),
         "captioning": strip(captioning),
+        "asr": strip(asr),
         "rows": kernels["rows"]
         + extraction["rows"]
         + training["rows"]
         + text["rows"]
         + detection["rows"]
-        + captioning["rows"],
+        + captioning["rows"]
+        + asr["rows"],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from benchmarks.report import to_markdown, write_results
+    from benchmarks.asr import to_markdown, write_results  # report.py's, with the asr rows' section
 
     result = run(args)
     if args.out:
