@@ -1,5 +1,6 @@
 """Dataset specs that plugins register, and helpers shared by every modality."""
 
+from .buckets import length_buckets
 from .paths import existing_file, resolve_file, resolve_image_root, resolve_under
 from .spec import DatasetSpec
 from .splits import split_indices
@@ -7,6 +8,7 @@ from .splits import split_indices
 __all__ = [
     "DatasetSpec",
     "existing_file",
+    "length_buckets",
     "resolve_file",
     "resolve_image_root",
     "resolve_under",

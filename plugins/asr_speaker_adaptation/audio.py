@@ -7,8 +7,8 @@
 * :func:`log_mel` turns waveforms into log-mel features (25 ms windows every 10 ms) for the
   small CTC model; :func:`num_frames` says how many frames a clip of N samples gives.
 * :func:`pad_batch` right-pads a list of variable-length tensors into one batch.
-* :func:`length_buckets` groups clips of similar length into batches, deterministically in a
-  seed: the same algorithm as ``text_classification.batches.LengthBucketBatchSampler``.
+* :func:`length_buckets` (the core's, :mod:`tlengine.data.buckets`) groups clips of similar
+  length into batches, deterministically in a seed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import soundfile as sf
 import torch
 import torchaudio
+from tlengine.data.buckets import BUCKET_BATCHES, length_buckets
 from tlengine.errors import DataError
 
 __all__ = [
@@ -41,8 +42,6 @@ WINDOW_SECONDS = 0.025
 HOP_SECONDS = 0.010
 #: mel energies are clamped to at least this before the log (log(1e-10) = -23.0)
 LOG_FLOOR = 1e-10
-#: a training bucket spans this many batches: sorted by length inside, shuffled across
-BUCKET_BATCHES = 50
 
 
 def _reason(exc: BaseException) -> str:
@@ -184,41 +183,3 @@ def pad_batch(tensors: Sequence[torch.Tensor], padding_value: float = 0.0) -> tu
     lengths = torch.tensor([int(t.shape[0]) for t in tensors], dtype=torch.int64)
     padded = torch.nn.utils.rnn.pad_sequence(list(tensors), batch_first=True, padding_value=padding_value)
     return padded, lengths
-
-
-def length_buckets(
-    lengths: Sequence[float],
-    batch_size: int,
-    *,
-    seed: int,
-    shuffle: bool,
-    bucket_batches: int = BUCKET_BATCHES,
-) -> list[list[int]]:
-    """Batches of indices into ``lengths`` whose items have similar lengths; every index once.
-
-    lengths: length of each item in any unit (samples, frames, seconds...).
-    shuffle: draw a random order (``torch.randperm`` seeded by ``seed``), cut it into buckets
-        of ``bucket_batches * batch_size`` items, sort each bucket by length, cut it into
-        batches and shuffle the batches (same generator); without it, every item is sorted
-        by ``(length, index)`` and batched in that order (evaluation: the least padding).
-    The same arguments always give the same batches. The last batch of each bucket may be
-    smaller than ``batch_size``. With the default ``bucket_batches`` this is exactly the
-    order of ``text_classification``'s ``LengthBucketBatchSampler``.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if bucket_batches < 1:
-        raise ValueError(f"bucket_batches must be >= 1, got {bucket_batches}")
-    lengths = list(lengths)
-    n = len(lengths)
-    if not shuffle:
-        order = sorted(range(n), key=lambda i: (lengths[i], i))
-        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=generator).tolist()
-    span = batch_size * bucket_batches
-    batches: list[list[int]] = []
-    for start in range(0, n, span):
-        bucket = sorted(order[start : start + span], key=lambda i: lengths[i])
-        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

@@ -16,6 +16,7 @@ import math
 from typing import Any, Iterator, Sequence
 
 import torch
+from tlengine.data.buckets import length_buckets
 from torch.utils.data import Dataset, Sampler
 
 __all__ = ["TextDataset", "LengthBucketBatchSampler", "collate_texts", "tokenize"]
@@ -23,7 +24,6 @@ __all__ = ["TextDataset", "LengthBucketBatchSampler", "collate_texts", "tokenize
 #: batches are padded to a multiple of this many tokens
 PAD_MULTIPLE = 8
 #: a training bucket spans this many batches: sorted by length inside, shuffled across
-BUCKET_BATCHES = 50
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -75,7 +75,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
 
     shuffle: draw a random order (or, with ``weights``, ``len(lengths)`` indices with
         replacement, e.g. a class-balanced draw), cut it into buckets of
-        ``BUCKET_BATCHES`` batches, sort each bucket by length, batch it, and shuffle the
+        ``tlengine.data.buckets.BUCKET_BATCHES`` batches, sort each bucket by length, batch it, and shuffle the
         batches; otherwise sort everything by length (evaluation, extraction: the least
         padding; the caller keeps the indices).
     """
@@ -97,20 +97,6 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return math.ceil(len(self.lengths) / self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        n = len(self.lengths)
-        if not self.shuffle:
-            order = sorted(range(n), key=lambda i: (self.lengths[i], i))
-            yield from (order[i : i + self.batch_size] for i in range(0, n, self.batch_size))
-            return
-        generator = torch.Generator().manual_seed(self.seed)
-        if self.weights is not None:
-            order = torch.multinomial(self.weights, n, replacement=True, generator=generator).tolist()
-        else:
-            order = torch.randperm(n, generator=generator).tolist()
-        span = self.batch_size * BUCKET_BATCHES
-        batches = []
-        for start in range(0, n, span):
-            bucket = sorted(order[start : start + span], key=lambda i: self.lengths[i])
-            batches += [bucket[i : i + self.batch_size] for i in range(0, len(bucket), self.batch_size)]
-        for i in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[i]
+        yield from length_buckets(
+            self.lengths, self.batch_size, seed=self.seed, shuffle=self.shuffle, weights=self.weights
+        )
