@@ -659,8 +659,9 @@ def synthetic_speech_dir(args: SyntheticSpeechArgs, root: Path) -> Path:
     folder under the tlengine cache named by a digest of the arguments."""
     if args.out_dir is not None:
         return resolve_under(Path(root), args.out_dir, what="out_dir")
-    base = os.environ.get("TLENGINE_CACHE_DIR")
-    cache = Path(base).expanduser() if base else Path.home() / ".cache" / "tlengine"
+    from tlengine.cache.manage import cache_base
+
+    cache = cache_base()
     digest = hashlib.sha256(args.model_dump_json(exclude={"out_dir"}).encode()).hexdigest()[:16]
     return cache / "synthetic-speech" / digest
 
