@@ -113,6 +113,7 @@ def plot_curve(curve: dict[str, dict[int, dict[str, float]]], speaker: str | Non
         )
     ax.set_xscale("log")
     ns = sorted({n for points in curve.values() for n in points})
+    ax.minorticks_off()  # log-axis minor labels such as "3x10^1" say nothing here
     ax.set_xticks(ns)
     ax.set_xticklabels([str(n) for n in ns])
     ax.set_xlabel("adaptation utterances")
