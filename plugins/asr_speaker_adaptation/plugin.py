@@ -19,6 +19,8 @@ PIPELINES = {
     "adapters; WER before/after, the other speakers held (needs the [pretrained] extra and espeak-ng)",
     "asr-ctc-adaptation": "a small CTC recogniser trained on five synthetic speakers, then adapted to a sixth "
     "(needs espeak-ng)",
+    "speaker-id-quickstart": "who of six synthetic speakers is speaking: Whisper tiny.en's encoder, cached "
+    "(feature-extraction) vs its top layer fine-tuned vs scratch (needs the [pretrained] extra and espeak-ng)",
 }
 
 
@@ -30,6 +32,13 @@ def tlengine_register_tasks(tasks: Registry) -> None:
         SpeechRecognitionTask.name,
         SpeechRecognitionTask,
         description="speech recognition adapted to a new speaker (Whisper or a small CTC model), WER/CER per speaker",
+    )
+    from .speaker_id import SpeakerIdentificationTask
+
+    tasks.add(
+        SpeakerIdentificationTask.name,
+        SpeakerIdentificationTask,
+        description="who is speaking: a speech encoder's frames mean-pooled under their mask, a linear head",
     )
 
 
