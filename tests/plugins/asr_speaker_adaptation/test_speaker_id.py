@@ -296,3 +296,40 @@ def test_speaker_identification_end_to_end(
     speakers = sorted(voice.name for voice in DEFAULT_SPEAKERS[:SPEAKERS])
     assert [r["input"] for r in predicted] == [str(clip)]
     assert predicted[0]["speaker"] in speakers and 0.0 < predicted[0]["probability"] <= 1.0
+
+
+def test_a_ctc_encoder_from_a_speech_recognition_stage(data_root: Path, tmp_path: Path, accept_speech_datasets):
+    """init_from across tasks: the small CTC model trained on speech recognition, then its
+    encoder (frozen, cached) identifies the speakers."""
+    from safetensors.torch import load_file
+
+    data = {k: v for k, v in speech_data(data_root).items() if k not in ("val_fraction", "test_fraction")}
+    config = {
+        "name": "ctc-speaker-id",
+        "seed": 0,
+        "model": {"backbone": "ctc-bigru", "args": {"d_model": 32, "layers": 2, "dropout": 0.0}},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 0.003},
+        "stages": [
+            {
+                "name": "base",
+                "task": "speech-recognition",
+                "data": {**data, "split": "speakers"},
+                "strategy": {"name": "scratch"},
+            },
+            {
+                "name": "spk",
+                "task": "speaker-identification",
+                "init_from": "base",
+                "data": speech_data(data_root),
+                "strategy": {"name": "feature-extraction"},
+            },
+        ],
+    }
+    result = run_in_process(config, tmp_path / "run")
+    assert result["task"] == "speaker-identification" and result["cache"]
+    arms = tmp_path / "run" / "arms"
+    base = load_file(arms / "base" / "scratch" / "seed0" / "model.safetensors")
+    spk = load_file(arms / "spk" / "feature-extraction" / "seed0" / "model.safetensors")
+    encoder = [k for k in spk if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(spk[k], base[k]) for k in encoder)  # started from base, frozen
+    assert {k.split(".")[0] for k in spk} == {"encoder", "head"}
