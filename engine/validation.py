@@ -259,7 +259,7 @@ def check_data(data: DataConfig, loc: str, task: str, registries: Registries, ba
     if entry is None:
         return [(f"{loc}.dataset", registries.datasets.unknown_message(data.dataset))]
     spec = entry.obj
-    if spec.task != task:
+    if task != spec.task and task not in spec.tasks:
         errors.append((f"{loc}.dataset", f"dataset '{data.dataset}' is for task '{spec.task}', not '{task}'"))
     try:
         args = spec.args.model_validate(data.args)

@@ -15,6 +15,8 @@ class DatasetSpec:
 
     name: what pipelines write in ``data.dataset``.
     task: the task name whose ``build_data`` understands what ``build`` returns.
+    tasks: other tasks whose ``build_data`` understands the same samples (e.g. speech
+        recognition's utterances also serve speaker identification).
     args: pydantic model (``extra="forbid"``) that validates ``data.args``.
     build: ``build(args, root)`` -> the task's raw dataset (e.g. a list of samples and
         class names). ``root`` is the resolved ``data.root`` (or the pipeline's folder).
@@ -26,3 +28,4 @@ class DatasetSpec:
     args: type[BaseModel]
     build: Callable[[Any, Path], Any]
     description: str = ""
+    tasks: tuple[str, ...] = ()

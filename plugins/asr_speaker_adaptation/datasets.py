@@ -8,12 +8,11 @@ from tlengine.data.spec import DatasetSpec
 
 from . import speech_data
 
-TASKS = ("speech-recognition", "speaker-identification")
-
 SPEECH_DATASETS = (
     DatasetSpec(
         name="speech-manifest",
         task="speech-recognition",
+        tasks=("speaker-identification",),
         args=speech_data.ManifestArgs,
         build=speech_data.build_manifest,
         description="a JSONL manifest: {audio_filepath, text, speaker[, duration]} per line (NeMo's format)",
@@ -21,6 +20,7 @@ SPEECH_DATASETS = (
     DatasetSpec(
         name="speaker-folder",
         task="speech-recognition",
+        tasks=("speaker-identification",),
         args=speech_data.SpeakerFolderArgs,
         build=speech_data.build_speaker_folder,
         description="<speaker>/<clip>.wav|.flac with a transcripts.tsv",
@@ -28,6 +28,7 @@ SPEECH_DATASETS = (
     DatasetSpec(
         name="synthetic-speech",
         task="speech-recognition",
+        tasks=("speaker-identification",),
         args=speech_data.SyntheticSpeechArgs,
         build=speech_data.build_synthetic_speech,
         description="multi-speaker English spoken by espeak-ng (accents, voices, pitch and speed as speakers)",

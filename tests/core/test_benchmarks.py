@@ -243,7 +243,8 @@ def test_extraction_no_compile_and_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """--no-compile reaches the extraction bench; `all` runs kernels, extraction, training, text, detection,
-    captioning (stubbed)."""
+    captioning, asr (stubbed)."""
+    import benchmarks.asr
     import benchmarks.captioning
     import benchmarks.detection
     import benchmarks.extraction
@@ -304,10 +305,16 @@ def test_extraction_no_compile_and_all(
         "run_captioning_benchmark",
         lambda **kw: {"kind": "captioning", "device": "cpu", "threads": 2, "torch": "x", "rows": [crow]},
     )
+    arow = {"kind": "asr-adaptation", "method": "lhuc", "steps_per_s": 0.5}
+    monkeypatch.setattr(
+        benchmarks.asr,
+        "run_asr_benchmark",
+        lambda **kw: {"kind": "asr", "device": "cpu", "threads": 2, "torch": "x", "rows": [arow]},
+    )
     assert benchmarks.run.main(["all", "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["kind"] == "all" and printed["rows"] == [erow, trow, xrow, drow, crow]
-    assert {"kernels", "extraction", "training", "text", "detection", "captioning"} <= printed.keys()
+    assert printed["kind"] == "all" and printed["rows"] == [erow, trow, xrow, drow, crow, arow]
+    assert {"kernels", "extraction", "training", "text", "detection", "captioning", "asr"} <= printed.keys()
     assert text_seen["device"] == "cpu" and text_seen["epochs"] == 10
     assert "## Text training" in benchmarks.report.to_markdown(printed)
 

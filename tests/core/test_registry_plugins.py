@@ -39,7 +39,14 @@ def test_builtin_plugins_discovered_through_entry_points():
     assert "image-classification" in ic.registered["tasks"]
     assert {"synthetic-shapes", "image-folder", "csv"} <= set(ic.registered["datasets"])
     assert {"quickstart", "sequential-shapes"} <= set(ic.registered["pipelines"])
-    assert set(names["core"].registered["strategies"]) == {"feature-extraction", "fine-tune", "scratch"}
+    assert set(names["core"].registered["strategies"]) == {
+        "feature-extraction",
+        "fine-tune",
+        "scratch",
+        "lhuc",
+        "adapter",
+        "zero-shot",
+    }
 
 
 def _plugin(**hooks) -> types.SimpleNamespace:

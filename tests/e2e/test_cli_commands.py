@@ -113,7 +113,14 @@ def test_plugins_json_lists_each_plugin_and_what_it_registers(cli):
     core, ic = by_name["core"], by_name["image_classification"]
     assert core["distribution"] == ic["distribution"] == "tlengine"
     assert core["error"] is None and ic["error"] is None
-    assert set(core["registered"]["strategies"]) == {"feature-extraction", "fine-tune", "scratch"}
+    assert set(core["registered"]["strategies"]) == {
+        "feature-extraction",
+        "fine-tune",
+        "scratch",
+        "lhuc",
+        "adapter",
+        "zero-shot",
+    }
     assert "image-classification" in ic["registered"]["tasks"]
     assert {"synthetic-shapes", "image-folder", "csv"} <= set(ic["registered"]["datasets"])
     assert {"quickstart", "sequential-shapes"} <= set(ic["registered"]["pipelines"])

@@ -17,7 +17,7 @@ import torch
 from conftest import run_cli
 from resume_helpers import run_in_process
 from tlengine.training.feature_cache import masked_for_pooling
-from tlengine_plugins.asr_speaker_adaptation import datasets, recognizers, speaker_id
+from tlengine_plugins.asr_speaker_adaptation import recognizers, speaker_id
 from tlengine_plugins.asr_speaker_adaptation.speaker_id import (
     SpeakerClassifier,
     collate_speakers,
@@ -95,57 +95,8 @@ def _accepted() -> bool:
     return not check_data(DataConfig(dataset="synthetic-speech"), "data", speaker_id.TASK, registries, Path("."))
 
 
-#: Until datasets.py / the core let one dataset serve two tasks, validation refuses the speech
-#: datasets for speaker-identification; these stand-ins accept them (no-ops once it is fixed).
-SHIM = """
-from tlengine_plugins.asr_speaker_adaptation import datasets
-
-
-class _Tasks(str):
-    def __eq__(self, other):
-        return other in datasets.TASKS
-
-    def __ne__(self, other):
-        return other not in datasets.TASKS
-
-    __hash__ = str.__hash__
-
-
-for _spec in datasets.SPEECH_DATASETS:
-    _spec.task = _Tasks(_spec.task)
-"""
-
-
-class _Tasks(str):
-    def __eq__(self, other: object) -> bool:
-        return other in datasets.TASKS
-
-    def __ne__(self, other: object) -> bool:
-        return other not in datasets.TASKS
-
-    __hash__ = str.__hash__
-
-
-@pytest.fixture
-def accept_speech_datasets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    """In this process, and for subprocesses via the returned environment."""
-    if _accepted():
-        return {}
-    for spec in datasets.SPEECH_DATASETS:
-        monkeypatch.setattr(spec, "task", _Tasks(spec.task))
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(SHIM)
-    return {"PYTHONPATH": str(shim)}
-
-
-@pytest.mark.xfail(
-    not _accepted(),
-    reason="engine/validation.py refuses a dataset whose DatasetSpec.task is another task's; "
-    "the speech datasets say speech-recognition",
-    strict=False,
-)
 def test_the_speech_datasets_are_accepted_for_speaker_identification():
+    """DatasetSpec.tasks: the speech datasets serve speaker identification as well as recognition."""
     assert _accepted()
 
 
@@ -241,7 +192,7 @@ def test_each_speakers_utterances_are_split_by_the_fractions():
 
 # ---------------------------------------------------------------------- feature cache
 def test_the_head_trains_from_the_cache_and_the_encoder_runs_once_per_utterance(
-    tiny_whisper: Path, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accept_speech_datasets
+    tiny_whisper: Path, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     seen: list[int] = []  # batch size of every encoder call
     build = speaker_id._whisper_speaker_model
@@ -269,9 +220,7 @@ def test_the_head_trains_from_the_cache_and_the_encoder_runs_once_per_utterance(
 
 # ---------------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_speaker_identification_end_to_end(
-    tiny_whisper: Path, data_root: Path, tmp_path: Path, write_pipeline, accept_speech_datasets
-):
+def test_speaker_identification_end_to_end(tiny_whisper: Path, data_root: Path, tmp_path: Path, write_pipeline):
     config = pipeline(
         data_root,
         tiny_whisper,
@@ -283,14 +232,14 @@ def test_speaker_identification_end_to_end(
     config["model"]["window_seconds"] = 5  # the clips last under 5 s; predict reads the window from the run
     path = write_pipeline(config)
     out = tmp_path / "run"
-    done = run_cli("run", str(path), "--output", str(out), env=accept_speech_datasets)
+    done = run_cli("run", str(path), "--output", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "speaker-identification"
     assert {"accuracy", "macro_f1", "loss"} <= set(metrics["metrics"])
     assert metrics["baseline"] is not None
     clip = sorted((data_root / "speech").rglob("*.wav"))[0]
-    shown = run_cli("predict", str(out), str(clip), "--json", env=accept_speech_datasets)
+    shown = run_cli("predict", str(out), str(clip), "--json")
     assert shown.returncode == 0, shown.stderr[-3000:]
     predicted = json.loads(shown.stdout)
     speakers = sorted(voice.name for voice in DEFAULT_SPEAKERS[:SPEAKERS])
@@ -298,7 +247,7 @@ def test_speaker_identification_end_to_end(
     assert predicted[0]["speaker"] in speakers and 0.0 < predicted[0]["probability"] <= 1.0
 
 
-def test_a_ctc_encoder_from_a_speech_recognition_stage(data_root: Path, tmp_path: Path, accept_speech_datasets):
+def test_a_ctc_encoder_from_a_speech_recognition_stage(data_root: Path, tmp_path: Path):
     """init_from across tasks: the small CTC model trained on speech recognition, then its
     encoder (frozen, cached) identifies the speakers."""
     from safetensors.torch import load_file
