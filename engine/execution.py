@@ -278,7 +278,7 @@ class Execution:
                 if px.dtype is None:
                     args = _map(args, _to_float32)
                 out = self._call(px, module, args, kwargs)
-        return _map(out, _to_float32)
+        return _cast_outputs(out)  # a transformers ModelOutput stays one (.last_hidden_state)
 
     # ------------------------------------------------------------------ internals
     def _autocast(self, dtype: torch.dtype | None) -> Any:

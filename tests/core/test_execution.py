@@ -327,3 +327,28 @@ def test_a_frozen_block_holding_a_trained_adapter_stays_fp32() -> None:
     configure_execution(model, ExtractionConfig(precision="bf16"), device=CPU)
     fine_tune(unfreeze=1).apply(model, 1)
     assert "forward" not in model.backbone[0].__dict__ and "forward" in model.backbone[1].__dict__
+
+
+class _HiddenStates(nn.Module):
+    """A frozen encoder that answers like a transformers model: a ``ModelOutput``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> object:
+        from transformers.modeling_outputs import BaseModelOutput
+
+        return BaseModelOutput(last_hidden_state=self.proj(x))
+
+
+def test_a_frozen_part_answering_a_model_output_keeps_its_type() -> None:
+    """The plugins read ``.last_hidden_state``; a plain dict in its place would break them."""
+    model = frozen(conv_model())
+    execution = configure_execution(model, ExtractionConfig(precision="fp32"), device=CPU)
+    encoder = _HiddenStates().eval().requires_grad_(False)
+    x = torch.randn(2, 3, 4)
+    for _ in range(2):  # the first (checked) call and the plain ones after it
+        out = execution.run("backbone", encoder, True, (x,), {})
+        assert type(out).__name__ == "BaseModelOutput"
+        assert torch.equal(out.last_hidden_state, encoder.proj(x)) and out.last_hidden_state.dtype == torch.float32
