@@ -250,6 +250,11 @@ class StageConfig(Strict):
     extra_data: dict[str, DataConfig] = Field(
         default_factory=dict, description="more datasets a strategy may use (e.g. unlabelled target data)"
     )
+    evaluate_on: list[str] = Field(
+        default_factory=list,
+        description="extra_data names whose test split every arm is also evaluated on (metrics '<name>.<metric>'; "
+        "e.g. a domain-adaptation target, whose labels serve nothing else)",
+    )
     model: ModelConfig | None = Field(None, description="default: the pipeline's model")
     init_from: str | None = Field(
         None, description="an earlier stage whose primary arm's pretrained parts start this stage's arms"
@@ -278,6 +283,13 @@ class PipelineConfig(Strict):
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     output_dir: str = Field("runs", description="where run directories are created (relative to the working directory)")
     data: DataConfig | None = None
+    extra_data: dict[str, DataConfig] = Field(
+        default_factory=dict, description="more datasets a strategy may use (e.g. unlabelled target data)"
+    )
+    evaluate_on: list[str] = Field(
+        default_factory=list,
+        description="extra_data names whose test split every arm is also evaluated on (metrics '<name>.<metric>')",
+    )
     model: ModelConfig | None = None
     source: SourceConfig | None = None
     stages: list[StageConfig] | None = Field(

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from . import kernels
 from .config import StrategyConfig, dump_yaml, read_yaml
-from .errors import RunError, TLEngineError
+from .errors import DataError, RunError, TLEngineError
 from .model import TransferModel
 from .plan import StagePlan, plan_stages
 from .plugins import PluginManager
@@ -62,6 +62,8 @@ class PreparedStage:
     data: TaskData
     preprocessing: dict[str, Any]
     extra: dict[str, Dataset] = field(default_factory=dict)
+    #: the ``evaluate_on`` extra datasets, whole: every arm is also tested on their test split
+    evaluate_on: dict[str, TaskData] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,13 +130,17 @@ class Runner:
             )
             for warning in data.warnings:
                 self.echo(f"warning: stage '{plan.name}': {warning}")
-            extra = {
+            extra_built = {
                 name: task.build_data(
                     dc, preprocessing=preprocessing, base_dir=data_root(dc, base_dir), seed=dc.split_seed
-                ).train
+                )
                 for name, dc in plan.extra_data.items()
             }
-            st = PreparedStage(plan, task, data, preprocessing, extra)
+            for name in plan.evaluate_on:
+                _check_same_labels(data, extra_built[name], plan.where(f"extra_data.{name}"))
+            extra = {name: built.train for name, built in extra_built.items()}
+            evaluate_on = {name: extra_built[name] for name in plan.evaluate_on}
+            st = PreparedStage(plan, task, data, preprocessing, extra, evaluate_on)
             # Build one model now, and let every arm's strategy shape a copy of it, so weights
             # that do not fit, parts a strategy cannot add and parameters outside every
             # optimizer group fail before the run directory exists.
@@ -283,7 +289,16 @@ class Runner:
         starts = {p for p in inherited if plan.init_from is not None or st.task.part_has_weights(plan.model, p)}
         pretrained = bool(starts)
         arm = Arm(
-            arm_cfg.arm, strategy, model, st.data, plan.arm_train(arm_cfg), seed, plan.name, st.extra, plan.extraction
+            arm_cfg.arm,
+            strategy,
+            model,
+            st.data,
+            plan.arm_train(arm_cfg),
+            seed,
+            plan.name,
+            st.extra,
+            plan.extraction,
+            evaluate_on={name: built.test for name, built in st.evaluate_on.items()},
         )
         init_said = "pretrained" if pretrained else "random init"
         if pretrained and len(starts) < len(st.task.pretrained_parts):
@@ -361,3 +376,14 @@ class Runner:
 def _uses_fused_kernels(task: Task, strategy: Strategy) -> bool:
     """Whether an arm trains from the feature cache with the fused ops (when they build)."""
     return trains_from_cache(task, strategy) and strategy.config.cache.kernels != "torch"
+
+
+def _check_same_labels(data: TaskData, other: TaskData, loc: str) -> None:
+    """An ``evaluate_on`` dataset must name the same classes in the same order as the
+    stage's data: its test labels are scored by a model whose outputs follow the stage's."""
+    mine, theirs = data.info.get("classes"), other.info.get("classes")
+    if mine is not None and theirs is not None and list(mine) != list(theirs):
+        raise DataError(
+            f"{loc}: its classes {list(theirs)[:10]} differ from the stage data's {list(mine)[:10]}; "
+            "a dataset the arms are evaluated on needs the same classes in the same order"
+        )

@@ -37,6 +37,8 @@ class StagePlan:
     baseline: str | None = None
     extra_data: dict[str, DataConfig] = field(default_factory=dict)
     loc: str = ""
+    #: extra_data names whose test split every arm is also evaluated on
+    evaluate_on: list[str] = field(default_factory=list)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
 
     def where(self, key: str) -> str:
@@ -93,8 +95,9 @@ def plan_stages(config: PipelineConfig) -> list[StagePlan]:
                     _merge_train(config.train, st.train),
                     st.init_from,
                     st.baseline.arm if st.baseline else None,
-                    dict(st.extra_data),
+                    dict(st.extra_data if "extra_data" in st.model_fields_set else config.extra_data),
                     loc,
+                    evaluate_on=list(st.evaluate_on if "evaluate_on" in st.model_fields_set else config.evaluate_on),
                 )
             )
         if errors:
@@ -117,6 +120,8 @@ def plan_stages(config: PipelineConfig) -> list[StagePlan]:
         arms,
         config.train,
         baseline=config.baseline.arm if config.baseline else None,
+        extra_data=dict(config.extra_data),
+        evaluate_on=list(config.evaluate_on),
     )
     main.extraction = config.extraction
     if config.source is None:

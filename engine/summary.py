@@ -79,6 +79,17 @@ def stage_arms(task: Task, results: dict[str, dict[int, ArmResult]], baseline: s
     return arms
 
 
+def table_metrics(task: Task, final: Any) -> list[str] | None:
+    """The task's table metrics, then the same metrics on each ``evaluate_on`` dataset
+    (``target.accuracy``); None: every metric."""
+    shown = list(task.table_metrics)
+    others = list(getattr(final, "evaluate_on", []))
+    if not others:
+        return shown or None
+    base = shown or [task.primary_metric]
+    return [*base, *(f"{name}.{m}" for name in others for m in base)]
+
+
 def build_summary(
     *,
     config: Any,
@@ -129,7 +140,7 @@ def build_summary(
         }
         or None,
         "primary_metric": metric,
-        "table_metrics": list(task.table_metrics) or None,
+        "table_metrics": table_metrics(task, final),
         "metric_directions": directions,
         "primary_arm": primary_arm,
         "baseline_arm": baseline if baseline in arms else None,

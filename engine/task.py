@@ -137,9 +137,13 @@ class Task(ABC):
 
     @classmethod
     def higher_is_better(cls, metric: str) -> bool:
-        """Direction of ``metric``: from ``metric_directions``, else by its name."""
+        """Direction of ``metric``: from ``metric_directions``, else by its name. A metric on
+        an ``evaluate_on`` dataset (``target.accuracy``) goes the way of its own name's."""
         if metric in cls.metric_directions:
             return cls.metric_directions[metric] == "max"
+        own = metric.rsplit(".", 1)[-1]
+        if own in cls.metric_directions:
+            return cls.metric_directions[own] == "max"
         lowered = metric.lower()
         return not any(w in lowered for w in ("loss", "error", "wer", "cer", "perplexity"))
 

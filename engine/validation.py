@@ -173,6 +173,12 @@ def _check_stage(stage: StagePlan, earlier: list[str], registries: Registries, b
     errors += check_data(stage.data, data_loc, stage.task, registries, base_dir)
     for name, extra in stage.extra_data.items():
         errors += check_data(extra, where(f"extra_data.{name}"), stage.task, registries, base_dir)
+    for i, name in enumerate(stage.evaluate_on):
+        if name not in stage.extra_data:
+            known = ", ".join(stage.extra_data) or "none"
+            errors.append(
+                (where(f"evaluate_on.{i}"), f"'{name}' is not one of the stage's extra_data datasets (known: {known})")
+            )
     if stage.data.val_fraction + stage.data.test_fraction >= 0.9:
         errors.append((data_loc, "val_fraction + test_fraction leave less than 10% for training"))
     task_cls = task_entry.obj if task_entry is not None else None

@@ -51,6 +51,9 @@ class Arm:
     stage: str = "main"
     extra: dict[str, Dataset] = field(default_factory=dict)  # the stage's extra datasets (train splits)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)  # how frozen parts run
+    #: test splits of other datasets the arm is also evaluated on (``evaluate_on``: a domain-
+    #: adaptation target); their metrics join the test metrics as ``<name>.<metric>``
+    evaluate_on: dict[str, Dataset] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -90,6 +93,19 @@ def evaluate(task: Task, model: Any, loader: Any, info: dict[str, Any], *, devic
     model.eval()
     with torch.inference_mode():
         return task.evaluate(model, loader, device, info)
+
+
+def evaluate_elsewhere(
+    task: Task, arm: Arm, model: TransferModel, test: Evaluation, *, device: torch.device, num_workers: int
+) -> None:
+    """Test the whole ``model`` on each of ``arm.evaluate_on``'s test splits and add the metrics
+    to ``test`` as ``<name>.<metric>`` (the details under ``<name>``). The whole model, not a
+    cached head: these samples were never cached."""
+    for name, dataset in arm.evaluate_on.items():
+        loader = task.loader(dataset, batch_size=arm.train.batch_size, shuffle=False, seed=0, num_workers=num_workers)
+        other = evaluate(task, model, loader, arm.data.info, device=device)
+        test.metrics.update({f"{name}.{k}": v for k, v in other.metrics.items()})
+        test.details[name] = other.details
 
 
 def is_better(task: Task, metric: str, value: float, best: float | None) -> bool:
@@ -160,7 +176,8 @@ def train_arm(
         cached.prepare()  # the frozen part runs here, once; epochs below train the rest only
     elif strategy.frozen_backbone:  # the frozen part runs on every batch: tell compile: auto how many
         per_epoch = len(arm.data.train) + len(arm.data.val)
-        execution.expect(per_epoch * cfg.epochs + len(arm.data.val) + len(arm.data.test))
+        elsewhere = sum(len(ds) for ds in arm.evaluate_on.values())
+        execution.expect(per_epoch * cfg.epochs + len(arm.data.val) + len(arm.data.test) + elsewhere)
     net = cached.head if cached is not None else model
 
     def eval_loader(split: str) -> Any:
@@ -287,6 +304,7 @@ def train_arm(
         model.load_state_dict(tensors)
     val_eval = evaluate(task, net, eval_loader("val"), arm.data.info, device=device) if has_val else None
     test_eval = evaluate(task, net, eval_loader("test"), arm.data.info, device=device)
+    evaluate_elsewhere(task, arm, model, test_eval, device=device, num_workers=num_workers)
     cache_stats = None
     if cached is not None:
         cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}
@@ -326,6 +344,7 @@ def _fit_arm(
 
     val_eval = evaluate(task, arm.model, loader("val"), arm.data.info, device=device) if len(arm.data.val) else None
     test_eval = evaluate(task, arm.model, loader("test"), arm.data.info, device=device)
+    evaluate_elsewhere(task, arm, arm.model, test_eval, device=device, num_workers=num_workers)
     record: dict[str, Any] = {"stage": arm.stage, "arm": arm.name, "seed": arm.seed, "epoch": 1}
     if val_eval is not None:
         record.update({f"val_{k}": v for k, v in val_eval.metrics.items()})

@@ -241,6 +241,36 @@ def test_a_strategy_needing_an_extra_dataset_says_so(tmp_path, base_weights):
         validate(data, make_manager().registries, tmp_path)
 
 
+def test_every_arm_is_also_tested_on_an_evaluate_on_dataset(tmp_path, base_weights):
+    """Top-level extra_data + evaluate_on: each arm's test metrics gain '<name>.<metric>' from
+    the whole trained model on that dataset's test split, signed by the metric's direction."""
+    shifted = {"dataset": "toy-points", "args": {"n": 40, "seed": 3, "shift": 1.5}, "test_fraction": 0.5}
+    data = pipeline(extra_data={"shifted": shifted}, evaluate_on=["shifted"])
+    run_dir, summary = run(data, tmp_path, tmp_path / "run")
+    assert summary["table_metrics"] == ["mse", "shifted.mse"]
+    assert summary["metric_directions"]["shifted.mse"] == "min"
+    points = toy_plugin.build_points(toy_plugin.PointsArgs(n=40, seed=3, shift=1.5), tmp_path)
+    test = torch.randperm(40, generator=torch.Generator().manual_seed(0)).tolist()[:20]  # the toy task's split
+    for arm in ("fine-tune", "scratch"):
+        metrics = summary["arms"][arm]["metrics"]
+        assert {"mse", "mae", "shifted.mse", "shifted.mae"} <= metrics.keys()
+        _, model, _ = load_run_model(make_manager().registries, run_dir, arm=arm)
+        with torch.no_grad():
+            pred = model({"x": points.x[test]})
+        expected = float(((pred - torch.tensor([points.y[i] for i in test])) ** 2).mean())
+        assert metrics["shifted.mse"] == pytest.approx(expected, rel=1e-5)
+    gains = summary["arms"]["fine-tune"]["gains"]
+    base, tuned = summary["arms"]["scratch"]["metrics"], summary["arms"]["fine-tune"]["metrics"]
+    assert gains["shifted.mse"] == pytest.approx(base["shifted.mse"] - tuned["shifted.mse"])
+
+
+def test_evaluate_on_names_an_extra_dataset(tmp_path, base_weights):
+    data = pipeline(evaluate_on=["target"])
+    with pytest.raises(ConfigError) as err:
+        validate(data, make_manager().registries, tmp_path)
+    assert ("evaluate_on.0", "'target' is not one of the stage's extra_data datasets (known: none)") in err.value.errors
+
+
 # ---------------------------------------------------------------------------- stages and seeds
 def staged(seeds: list[int] | None = None) -> dict[str, Any]:
     data = pipeline()
