@@ -107,16 +107,29 @@ KILLER = textwrap.dedent("""
                 if [metrics["stage"], arm, epoch] == where["after"]:
                     steps["armed"] = True
 
-        real_step = Strategy.training_step
+        def counted(real):
+            def training_step(self, step):
+                if steps["armed"] and not steps.get("inside"):  # a super() call is the same step
+                    steps["count"] += 1
+                    if steps["count"] == where["n"]:
+                        die()
+                steps["inside"] = True
+                try:
+                    return real(self, step)
+                finally:
+                    steps["inside"] = False
 
-        def training_step(self, step):
-            if steps["armed"]:
-                steps["count"] += 1
-                if steps["count"] == where["n"]:
-                    die()
-            return real_step(self, step)
+            return training_step
 
-        Strategy.training_step = training_step
+        def subclasses(cls):
+            for sub in cls.__subclasses__():
+                yield sub
+                yield from subclasses(sub)
+
+        get_plugin_manager()  # import every plugin's strategies, then count whichever step runs
+        for cls in [Strategy, *subclasses(Strategy)]:
+            if "training_step" in cls.__dict__:
+                cls.training_step = counted(cls.__dict__["training_step"])
         plugins = [Trigger()]
     else:  # the n-th write into the training split's feature cache
         real_write = FeatureCache.write

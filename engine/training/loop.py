@@ -19,6 +19,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 from ..config import ExtractionConfig, TrainConfig
 from ..execution import configure_execution
 from ..model import TransferModel
+from ..reporting.domain import dataset_features, domain_gap
 from ..strategies import Strategy
 from ..strategies.base import StepContext
 from ..task import Evaluation, Task, TaskData
@@ -100,12 +102,23 @@ def evaluate_elsewhere(
 ) -> None:
     """Test the whole ``model`` on each of ``arm.evaluate_on``'s test splits and add the metrics
     to ``test`` as ``<name>.<metric>`` (the details under ``<name>``). The whole model, not a
-    cached head: these samples were never cached."""
+    cached head: these samples were never cached. Where the model's features pool to one row
+    per sample, also ``<name>.a_distance`` between the test split's features and these (and a
+    2-D map of both in the details; :mod:`tlengine.reporting.domain`)."""
+    source = None
     for name, dataset in arm.evaluate_on.items():
         loader = task.loader(dataset, batch_size=arm.train.batch_size, shuffle=False, seed=0, num_workers=num_workers)
         other = evaluate(task, model, loader, arm.data.info, device=device)
         test.metrics.update({f"{name}.{k}": v for k, v in other.metrics.items()})
         test.details[name] = other.details
+        # How far apart the two test sets' features are (proxy A-distance, a 2-D map).
+        features = partial(dataset_features, task, model, batch_size=arm.train.batch_size, device=device)
+        source = features(arm.data.test) if source is None else source
+        target = features(dataset) if source is not None else None
+        if source is not None and target is not None and min(len(source), len(target)) >= 4:
+            distance, feature_map = domain_gap(source, target, seed=arm.seed)
+            test.metrics[f"{name}.a_distance"] = distance
+            test.details[name]["feature_map"] = feature_map
 
 
 def is_better(task: Task, metric: str, value: float, best: float | None) -> bool:
@@ -188,10 +201,6 @@ def train_arm(
         )
 
     has_val = (cached.split_size("val") if cached is not None else len(arm.data.val)) > 0
-    extra = {
-        name: _cycle(task, ds, batch_size=cfg.batch_size, seed=derive_seed(arm.seed, arm.name, name), device=device)
-        for name, ds in arm.extra.items()
-    }
 
     metric = task.primary_metric
     start_epoch, history, seconds = 1, [], 0.0
@@ -208,6 +217,14 @@ def train_arm(
         if best["stopped"]:
             break
         t0 = time.perf_counter()
+        # Extra datasets restart each epoch from a seed of their own, so a run resumed at an
+        # epoch boundary draws the same unlabelled batches as one that never stopped.
+        extra = {
+            name: _cycle(
+                task, ds, batch_size=cfg.batch_size, seed=derive_seed(arm.seed, arm.name, name, epoch), device=device
+            )
+            for name, ds in arm.extra.items()
+        }
         epoch_seed = derive_seed(arm.seed, arm.name, epoch)
         seed_everything(epoch_seed)
         trainable = strategy.apply(model, epoch)

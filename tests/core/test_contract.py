@@ -226,10 +226,11 @@ def test_strategy_owns_the_step_over_a_labelled_and_an_unlabelled_dataset(tmp_pa
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all("train_loss_task" in r and "train_loss_match" in r for r in records)
     assert all(r["train_loss"] == pytest.approx(r["train_loss_task"] + r["train_loss_match"]) for r in records)
-    # One unlabelled batch per step, cycling through its 24 training samples: 16, 8, 16, 8, ...
+    # One unlabelled batch per step, cycling through its 24 training samples and starting
+    # afresh each epoch (3 steps): 16, 8, 16 | 16, 8, 16 | ...
     batches = toy_plugin.ToyTwoDomain.unlabelled_batches
     assert len(batches) == len(toy_plugin.ToyTwoDomain.progress_seen) == 12
-    assert batches == [16, 8] * 6
+    assert batches == [16, 8, 16] * 4
     progress = toy_plugin.ToyTwoDomain.progress_seen
     assert progress == sorted(progress) and progress[0] == 0.0 and progress[-1] < 1.0
 
@@ -247,8 +248,11 @@ def test_every_arm_is_also_tested_on_an_evaluate_on_dataset(tmp_path, base_weigh
     shifted = {"dataset": "toy-points", "args": {"n": 40, "seed": 3, "shift": 1.5}, "test_fraction": 0.5}
     data = pipeline(extra_data={"shifted": shifted}, evaluate_on=["shifted"])
     run_dir, summary = run(data, tmp_path, tmp_path / "run")
-    assert summary["table_metrics"] == ["mse", "shifted.mse"]
-    assert summary["metric_directions"]["shifted.mse"] == "min"
+    assert summary["table_metrics"] == ["mse", "shifted.mse", "shifted.a_distance"]
+    assert summary["metric_directions"]["shifted.mse"] == summary["metric_directions"]["shifted.a_distance"] == "min"
+    # the shifted points are easy to tell from the stage's by their features; a map per arm is drawn
+    assert all(0.5 < arm["metrics"]["shifted.a_distance"] <= 2.0 for arm in summary["arms"].values())
+    assert "plots/shifted_features_by_arm.png" in summary["plots"]
     points = toy_plugin.build_points(toy_plugin.PointsArgs(n=40, seed=3, shift=1.5), tmp_path)
     test = torch.randperm(40, generator=torch.Generator().manual_seed(0)).tolist()[:20]  # the toy task's split
     for arm in ("fine-tune", "scratch"):
@@ -262,6 +266,14 @@ def test_every_arm_is_also_tested_on_an_evaluate_on_dataset(tmp_path, base_weigh
     gains = summary["arms"]["fine-tune"]["gains"]
     base, tuned = summary["arms"]["scratch"]["metrics"], summary["arms"]["fine-tune"]["metrics"]
     assert gains["shifted.mse"] == pytest.approx(base["shifted.mse"] - tuned["shifted.mse"])
+    # "vs baseline" compares the arms on the evaluate_on dataset (a domain-adaptation target)
+    assert summary["gain_metric"] == "shifted.mse"
+    assert summary["arms"]["fine-tune"]["gain_vs_baseline"] == gains["shifted.mse"]
+    from tlengine.reporting.tables import summary_markdown, summary_rows
+
+    assert "vs baseline on shifted.mse" in summary_markdown(summary)
+    rows = {r["arm"]: r for r in summary_rows(summary)}
+    assert rows["fine-tune"]["gain_vs_baseline"] == pytest.approx(gains["shifted.mse"])
 
 
 def test_evaluate_on_names_an_extra_dataset(tmp_path, base_weights):
