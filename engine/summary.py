@@ -3,7 +3,7 @@
 ``metrics.json`` keeps one schema for every task::
 
     {"task", "pipeline", "strategy", "metrics", "baseline", "timings", "cache", "execution",
-     "primary_metric", "table_metrics", "metric_directions", "primary_arm", "baseline_arm", "seeds",
+     "primary_metric", "gain_metric", "table_metrics", "metric_directions", "primary_arm", "baseline_arm", "seeds",
      "arms": {arm: {"strategy", "metrics" (mean over seeds), "metrics_std", "per_seed",
                     "gains" (vs baseline), "gain_vs_baseline", "val_metrics", "seconds",
                     "epochs", "best_epoch"}},
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .reporting.domain import plot_domain_maps
 from .reporting.plots import plot_arm_comparison, plot_curves
 from .task import Evaluation, Task
 from .training.loop import ArmResult
@@ -67,15 +68,25 @@ def gains(task: type[Task] | Task, arm: dict[str, float], baseline: dict[str, fl
     return out
 
 
-def stage_arms(task: Task, results: dict[str, dict[int, ArmResult]], baseline: str | None) -> dict[str, Any]:
-    """Every arm of one stage, aggregated over seeds, with gains against ``baseline``."""
+def gain_metric(task: Task, stage: Any) -> str:
+    """What "vs baseline" compares: the primary metric, or on a stage with ``evaluate_on``
+    the primary metric on its first such dataset (domain adaptation: the target)."""
+    others = list(getattr(stage, "evaluate_on", []))
+    return f"{others[0]}.{task.primary_metric}" if others else task.primary_metric
+
+
+def stage_arms(
+    task: Task, results: dict[str, dict[int, ArmResult]], baseline: str | None, metric: str | None = None
+) -> dict[str, Any]:
+    """Every arm of one stage, aggregated over seeds, with gains against ``baseline``
+    (``gain_vs_baseline``: on ``metric``, default the primary metric)."""
     arms = {name: aggregate(by_seed) for name, by_seed in results.items()}
     if baseline in arms:
         base = arms[baseline]["metrics"]
         for name, entry in arms.items():
             if name != baseline:
                 entry["gains"] = gains(task, entry["metrics"], base)
-                entry["gain_vs_baseline"] = entry["gains"].get(task.primary_metric)
+                entry["gain_vs_baseline"] = entry["gains"].get(metric or task.primary_metric)
     return arms
 
 
@@ -87,7 +98,7 @@ def table_metrics(task: Task, final: Any) -> list[str] | None:
     if not others:
         return shown or None
     base = shown or [task.primary_metric]
-    return [*base, *(f"{name}.{m}" for name in others for m in base)]
+    return [*base, *(f"{name}.{m}" for name in others for m in [*base, "a_distance"])]
 
 
 def build_summary(
@@ -107,7 +118,11 @@ def build_summary(
     task = tasks[final.name]
     primary_arm, baseline = final.arms[0].arm, final.baseline
     stage_json = {
-        st.name: {"task": st.task, "arms": stage_arms(tasks[st.name], results[st.name], st.baseline)} for st in stages
+        st.name: {
+            "task": st.task,
+            "arms": stage_arms(tasks[st.name], results[st.name], st.baseline, gain_metric(tasks[st.name], st)),
+        }
+        for st in stages
     }
     arms = stage_json[final.name]["arms"]
     metric = task.primary_metric
@@ -140,6 +155,7 @@ def build_summary(
         }
         or None,
         "primary_metric": metric,
+        "gain_metric": gain_metric(task, final),
         "table_metrics": table_metrics(task, final),
         "metric_directions": directions,
         "primary_arm": primary_arm,
@@ -170,5 +186,12 @@ def build_summary(
         )
     first_seed: dict[str, Evaluation] = {n: by_seed[seeds[0]].test for n, by_seed in results[final.name].items()}
     plots += task.write_reports(run_dir, first_seed, info)
+    for name in getattr(final, "evaluate_on", []):
+        maps = {
+            n: e.details[name]["feature_map"] for n, e in first_seed.items() if "feature_map" in e.details.get(name, {})
+        }
+        if maps:
+            distances = {n: first_seed[n].metrics.get(f"{name}.a_distance", float("nan")) for n in maps}
+            plots.append(plot_domain_maps(maps, distances, name, run_dir / "plots" / f"{name}_features_by_arm.png"))
     summary["plots"] = [str(Path(p).relative_to(run_dir)) for p in plots]
     return summary

@@ -145,7 +145,7 @@ class Task(ABC):
         if own in cls.metric_directions:
             return cls.metric_directions[own] == "max"
         lowered = metric.lower()
-        return not any(w in lowered for w in ("loss", "error", "wer", "cer", "perplexity"))
+        return not any(w in lowered for w in ("loss", "error", "wer", "cer", "perplexity", "distance"))
 
     # ------------------------------------------------------------------ data and model
     @abstractmethod

@@ -76,23 +76,30 @@ def _metric_order(primary: str, arms: dict[str, dict[str, Any]]) -> list[str]:
     return names
 
 
+def gain_metric_of(summary: dict[str, Any]) -> str:
+    """The metric the "vs baseline" column compares: the summary's ``gain_metric`` (a
+    domain-adaptation run's ``target.accuracy``), else the primary metric."""
+    return str(summary.get("gain_metric") or summary.get("primary_metric") or "accuracy")
+
+
 def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One flat, JSON-ready row per arm, in run order.
 
     Each row: ``{"arm", "strategy", <primary metric>, <other metrics>..., "seconds",
     "epochs", "baseline" (True for the baseline arm), "gain_vs_baseline"}``. Metric values
     are as in the summary (fractions for rates); a metric an arm lacks is None.
-    ``gain_vs_baseline`` is the primary-metric improvement over the baseline arm (positive
+    ``gain_vs_baseline`` is the improvement over the baseline arm on :func:`gain_metric_of` (positive
     = better whatever the metric's direction; percentage points for rates, raw otherwise), None for the baseline arm itself and when
     the run has no baseline.
     """
     primary = str(summary.get("primary_metric") or "accuracy")
+    gain_metric = gain_metric_of(summary)
     arms = _arms(summary)
     base_name, base_metrics = _baseline_arm(summary, arms)
-    base_value = (base_metrics or {}).get(primary)
+    base_value = (base_metrics or {}).get(gain_metric)
     metric_names = _metric_order(primary, arms)
     # one decision for the column: every arm's gain in the same unit
-    primary_is_rate = _is_rate(primary, *((a.get("metrics") or {}).get(primary) for a in arms.values()))
+    gain_is_rate = _is_rate(gain_metric, *((a.get("metrics") or {}).get(gain_metric) for a in arms.values()))
     rows = []
     for name, arm in arms.items():
         metrics = arm.get("metrics") or {}
@@ -106,13 +113,13 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         row["seconds"] = float(arm["seconds"]) if _is_number(arm.get("seconds")) else None
         row["epochs"] = int(arm["epochs"]) if _is_number(arm.get("epochs")) else None
         row["baseline"] = name == base_name
-        value = metrics.get(primary)
+        value = metrics.get(gain_metric)
         gain = None
         if name != base_name and _is_number(value) and _is_number(base_value):
             diff = float(value) - float(base_value)
-            if (summary.get("metric_directions") or {}).get(primary) == "min":
+            if (summary.get("metric_directions") or {}).get(gain_metric) == "min":
                 diff = -diff  # positive = better, also for lower-is-better metrics
-            gain = round(diff * 100.0, 4) if primary_is_rate else diff
+            gain = round(diff * 100.0, 4) if gain_is_rate else diff
         row["gain_vs_baseline"] = gain
         rows.append(row)
     return rows
@@ -174,7 +181,10 @@ def _table_cells(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     metrics, has_baseline = _columns(summary, rows)
     header = ["Arm", "Strategy", *(_metric_header(m, rows) for m in metrics)]
     if has_baseline:
-        header.append("vs baseline (pts)" if _is_rate(primary, *(r[primary] for r in rows)) else "vs baseline")
+        gain_metric = gain_metric_of(summary)
+        on = f" on {gain_metric}" if gain_metric != primary else ""
+        unit = " (pts)" if _is_rate(gain_metric, *(r.get(gain_metric) for r in rows)) else ""
+        header.append(f"vs baseline{on}{unit}")
     header.append("Time (s)")
     cells = []
     for row in rows:
