@@ -18,10 +18,16 @@ Builtins (registered by the core plugin ``tlengine.builtin``):
   weights frozen and unchanged, the scales saved alone (speaker adaptation).
 * ``adapter`` — residual bottleneck adapters after chosen hidden layers; likewise.
 * ``zero-shot`` — the pretrained model as it is: the "before" of an adaptation.
+* ``source-only``, ``dann``, ``coral``, ``mmd`` — unsupervised domain adaptation from a
+  labelled source (the stage's ``data``) to an unlabelled target (its extra dataset
+  ``target``): fine-tuning on the source alone (the baseline), plus a gradient-reversed
+  domain discriminator, a covariance-alignment or a multi-kernel MMD loss
+  (:mod:`tlengine.strategies.domain_adaptation`).
 """
 
 from .adapter import Adapter
 from .base import NoArgs, StepContext, Strategy
+from .domain_adaptation import CORAL, DANN, MMD, SourceOnly
 from .feature_extraction import FeatureExtraction
 from .fine_tune import FineTune
 from .lhuc import LHUC
@@ -35,16 +41,24 @@ BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {
     "lhuc": LHUC,
     "adapter": Adapter,
     "zero-shot": ZeroShot,
+    "source-only": SourceOnly,
+    "dann": DANN,
+    "coral": CORAL,
+    "mmd": MMD,
 }
 
 __all__ = [
     "BUILTIN_STRATEGIES",
+    "CORAL",
+    "DANN",
     "LHUC",
+    "MMD",
     "Adapter",
     "FeatureExtraction",
     "FineTune",
     "NoArgs",
     "Scratch",
+    "SourceOnly",
     "StepContext",
     "Strategy",
     "ZeroShot",

@@ -120,6 +120,10 @@ def test_plugins_json_lists_each_plugin_and_what_it_registers(cli):
         "lhuc",
         "adapter",
         "zero-shot",
+        "source-only",
+        "dann",
+        "coral",
+        "mmd",
     }
     assert "image-classification" in ic["registered"]["tasks"]
     assert {"synthetic-shapes", "image-folder", "csv"} <= set(ic["registered"]["datasets"])
