@@ -1,4 +1,5 @@
-"""Image-classification datasets: ``synthetic-shapes``, ``image-folder`` and ``csv``.
+"""Image-classification datasets: ``synthetic-shapes``, ``image-folder`` and ``csv``
+(and, registered from :mod:`.digits`, the digit datasets ``mnist-5k`` and ``uci-digits``).
 
 Each dataset is a :class:`tlengine.data.DatasetSpec`: a pydantic model that validates
 ``data.args`` in the pipeline file, and ``build(args, root)`` that returns
@@ -14,6 +15,7 @@ Every path comes from the pipeline and is resolved inside the data root with
 Pipeline examples::
 
     data: {dataset: synthetic-shapes, args: {classes: 6, per_class: 50}}
+    data: {dataset: synthetic-shapes, args: {classes: 6, shift: {palette: inverted, blur: 1.5}}}
     data: {dataset: image-folder, root: data, args: {path: pets}}        # pets/<class>/<img>
     data: {dataset: image-folder, root: data, args: {path: flowers}}     # flowers/{train,val,test}/<class>/<img>
     data: {dataset: csv, root: data, args: {path: labels.csv, classes: [cat, dog]}}
@@ -24,11 +26,14 @@ This module imports no torch, so registering the datasets stays cheap.
 from __future__ import annotations
 
 import csv
+import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tlengine.data import DatasetSpec, resolve_under
 from tlengine.data.synthetic_shapes import SHAPES, generate
@@ -41,6 +46,8 @@ __all__ = [
     "ImageSamples",
     "ImageItem",
     "SyntheticShapesArgs",
+    "ImageShiftArgs",
+    "apply_shift",
     "ImageFolderArgs",
     "CsvArgs",
     "build_synthetic_shapes",
@@ -161,6 +168,133 @@ def verify_images(samples: ImageSamples, *, limit: int | None = None) -> None:
             raise DataError(f"image {path} is not a readable image ({_reason(exc)})") from None
 
 
+# --------------------------------------------------------------------------- domain shift
+class ImageShiftArgs(BaseModel):
+    """A domain shift painted over every image (``synthetic-shapes``' ``shift`` argument).
+
+    Applied in this order: palette, hue, texture, blur, noise. A field at its default
+    changes nothing, and all of them at their defaults give the unshifted image.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    palette: Literal["default", "inverted", "pastel", "grayscale"] = Field(
+        "default",
+        description="default: unchanged; inverted: 255 - every channel; pastel: 45% mixed towards white; "
+        "grayscale: luminance in all three channels",
+    )
+    hue: float = Field(
+        0.0, ge=-180.0, le=180.0, description="rotate every colour's hue by this many degrees (HSV; greys stay grey)"
+    )
+    texture: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="strength of a random stripe or checker texture added to the image (1 = +-50% of the "
+        "pixel range); its kind, frequency, angle and phase are drawn per image",
+    )
+    blur: float = Field(0.0, ge=0.0, le=32.0, description="Gaussian blur radius in pixels")
+    noise: float = Field(
+        0.0, ge=0.0, le=1.0, description="standard deviation of additive Gaussian pixel noise, fraction of 0-255"
+    )
+
+    def is_identity(self) -> bool:
+        """True if applying this shift changes nothing."""
+        return self.palette == "default" and not (self.hue or self.texture or self.blur or self.noise)
+
+    def describe(self) -> str:
+        """E.g. ``"inverted palette, hue 90, blur 1.5px"`` (empty for the identity)."""
+        parts = [f"{self.palette} palette"] if self.palette != "default" else []
+        parts += [f"hue {self.hue:g}"] if self.hue else []
+        parts += [f"texture {self.texture:g}"] if self.texture else []
+        parts += [f"blur {self.blur:g}px"] if self.blur else []
+        parts += [f"noise {self.noise:g}"] if self.noise else []
+        return ", ".join(parts)
+
+
+def _rotate_hue(arr: np.ndarray, degrees: float) -> np.ndarray:
+    """Float RGB ``[..., 3]`` (0-255) with every hue turned by ``degrees`` in HSV space:
+    saturation and value, hence each pixel's largest and smallest channel, are kept."""
+    rgb = arr / 255.0
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v = rgb.max(-1)
+    delta = v - rgb.min(-1)
+    s = np.where(v > 0, delta / np.where(v > 0, v, 1.0), 0.0)
+    d = np.where(delta > 0, delta, 1.0)
+    rc, gc, bc = (v - r) / d, (v - g) / d, (v - b) / d
+    h = np.where(r == v, bc - gc, np.where(g == v, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = (h / 6.0 + degrees / 360.0) % 1.0
+    i = np.floor(h * 6.0)
+    f = h * 6.0 - i
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    i = i.astype(np.int64) % 6
+    out = np.select(
+        [i[..., None] == k for k in range(6)],
+        [np.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))],
+    )
+    return (out * 255.0).astype(np.float32)
+
+
+def _texture_field(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A [height, width] float32 stripe or checker pattern in [-1, 1] drawn from ``rng``."""
+    kind = int(rng.integers(2))  # 0 stripes, 1 checker
+    cycles = rng.uniform(3.0, 8.0)  # periods across the image
+    phi = rng.uniform(0.0, math.pi)
+    phase = rng.uniform(0.0, 2 * math.pi)
+    y, x = np.meshgrid(
+        (np.arange(height, dtype=np.float32) + 0.5) / height,
+        (np.arange(width, dtype=np.float32) + 0.5) / width,
+        indexing="ij",
+    )
+    u = x * math.cos(phi) + y * math.sin(phi)
+    if kind == 0:
+        return np.sin(2 * math.pi * cycles * u + phase).astype(np.float32)
+    v = -x * math.sin(phi) + y * math.cos(phi)
+    # tanh of a product of sines: a checkerboard with soft edges.
+    return np.tanh(4 * np.sin(math.pi * cycles * u + phase) * np.sin(math.pi * cycles * v)).astype(np.float32)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    return np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+
+
+def apply_shift(image: Image.Image, shift: ImageShiftArgs, rng: np.random.Generator) -> Image.Image:
+    """``image`` (any mode; the result is RGB) with ``shift`` applied; randomness from ``rng``.
+
+    The identity shift returns ``image`` itself. The texture's parameters are drawn whether
+    or not ``texture`` is on, so the noise of an image does not depend on it.
+    """
+    if shift.is_identity():
+        return image
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if shift.palette == "inverted":
+        arr = 255.0 - arr
+    elif shift.palette == "pastel":
+        arr = 0.55 * arr + 0.45 * 255.0
+    elif shift.palette == "grayscale":
+        lum = arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        arr = np.repeat(lum[..., None], 3, axis=2)
+    if shift.hue:
+        arr = _rotate_hue(arr, shift.hue)
+    field = _texture_field(arr.shape[0], arr.shape[1], rng)
+    if shift.texture:
+        arr = arr + (127.5 * shift.texture) * field[..., None]
+    out = Image.fromarray(_to_uint8(arr), mode="RGB")
+    if shift.blur:
+        out = out.filter(ImageFilter.GaussianBlur(radius=shift.blur))
+    if shift.noise:
+        noisy = np.asarray(out, dtype=np.float32) + rng.normal(0.0, 255.0 * shift.noise, (*arr.shape[:2], 3))
+        out = Image.fromarray(_to_uint8(noisy), mode="RGB")
+    return out
+
+
+def _shift_rng(seed: int, shape: str, index: int) -> np.random.Generator:
+    """The generator of sample ``index`` of ``shape``'s shift: like the shapes themselves, it
+    depends only on (seed, shape name, index), never on which other shapes or how many."""
+    s = seed % 2**64
+    return np.random.default_rng([s & 0xFFFFFFFF, s >> 32, zlib.crc32(shape.encode("utf-8")), index, 0x5348_4654])
+
+
 # --------------------------------------------------------------------------- synthetic-shapes
 class SyntheticShapesArgs(BaseModel):
     """Arguments of the ``synthetic-shapes`` dataset (generated in memory, no files)."""
@@ -182,6 +316,11 @@ class SyntheticShapesArgs(BaseModel):
     distractors: bool = Field(True, description="draw 0-3 soft blobs behind the shape")
     noise: float = Field(
         8.0, ge=0.0, le=255.0, description="largest pixel-noise standard deviation (0-255 scale); 0 = none"
+    )
+    shift: ImageShiftArgs | None = Field(
+        None,
+        description="a domain shift applied after generation: palette, hue, texture, blur, noise "
+        "(default: none, the images are exactly the unshifted ones)",
     )
 
     @field_validator("shapes")
@@ -226,6 +365,13 @@ def build_synthetic_shapes(args: SyntheticShapesArgs, root: Path) -> ImageSample
     style = [f"{args.background} background"] if args.background != "textured" else []
     style += [] if args.distractors else ["no distractors"]
     style += [f"noise {args.noise:g}"] if args.noise != SyntheticShapesArgs.model_fields["noise"].default else []
+    if args.shift is not None and not args.shift.is_identity():
+        shift = args.shift
+        items = [
+            (apply_shift(image, shift, _shift_rng(args.seed, names[label], k % args.per_class)), label)
+            for k, (image, label) in enumerate(items)
+        ]
+        style += [f"shift [{shift.describe()}]"]
     return ImageSamples(
         items=items,
         classes=names,
@@ -537,6 +683,9 @@ CSV = DatasetSpec(
 
 
 def register_datasets(registry: Any) -> None:
-    """Add the three datasets to a dataset :class:`tlengine.registry.Registry`."""
-    for spec in (SYNTHETIC_SHAPES, IMAGE_FOLDER, CSV):
+    """Add the image datasets to a dataset :class:`tlengine.registry.Registry`: the three
+    above and the digits of :mod:`.digits` (``mnist-5k``, ``uci-digits``)."""
+    from .digits import MNIST_5K, UCI_DIGITS  # digits imports this module: not at the top
+
+    for spec in (SYNTHETIC_SHAPES, IMAGE_FOLDER, CSV, MNIST_5K, UCI_DIGITS):
         registry.add(spec.name, spec, description=spec.description)

@@ -476,7 +476,7 @@ def test_image_dataset_names_undecodable_file(tmp_path):
 def test_register_datasets():
     registry: Registry = Registry("dataset")
     register_datasets(registry)
-    assert registry.names() == ["csv", "image-folder", "synthetic-shapes"]
+    assert registry.names() == ["csv", "image-folder", "mnist-5k", "synthetic-shapes", "uci-digits"]
     for name in registry.names():
         spec = registry.get(name)
         assert spec.name == name and spec.task == "image-classification"
