@@ -27,11 +27,11 @@ MAP_SAMPLES = 150
 def dataset_features(
     task: Any, model: Any, dataset: Any, *, batch_size: int, device: torch.device, limit: int = DISTANCE_SAMPLES
 ) -> torch.Tensor | None:
-    """Pooled features [n,D] (float32, CPU) of the first ``limit`` samples of ``dataset``,
-    in order; None when the model's features do not pool to one row per sample."""
+    """Pooled features [n,D] (float32, CPU) of at most ``limit`` samples of ``dataset``, drawn
+    at random (fixed seed) from the whole split, in random order, since splits are often
+    grouped by class; None when the model's features do not pool to one row per sample."""
     loader = task.loader(dataset, batch_size=batch_size, shuffle=False, seed=0)
     rows: list[torch.Tensor] = []
-    seen = 0
     model.eval()
     with torch.inference_mode():
         for batch in loader:
@@ -40,10 +40,11 @@ def dataset_features(
                 rows.append(pooled_features(model.forward_features(inputs)).cpu())
             except (ValueError, TypeError, NotImplementedError):
                 return None
-            seen += rows[-1].shape[0]
-            if seen >= limit:
-                break
-    return torch.cat(rows)[:limit] if rows else None
+    if not rows:
+        return None
+    features = torch.cat(rows)
+    order = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))
+    return features[order[:limit]]
 
 
 def domain_gap(source: torch.Tensor, target: torch.Tensor, *, seed: int) -> tuple[float, dict[str, list]]:

@@ -91,16 +91,18 @@ class UciDigitsArgs(BaseModel):
         description="at most this many images per class, picked at random by seed (default: all, 174-183 per class)",
     )
     size: int = Field(28, ge=8, le=512, description="image side in pixels, upsampled bilinearly from the 8x8 scans")
-    margin: int = Field(
-        0,
+    margin: int | None = Field(
+        None,
         ge=0,
-        description="black border in pixels around the upsampled digit (4 at size 28 frames it like MNIST, "
-        "whose digits sit in a 20x20 box; 0: the scan fills the image)",
+        description="black border in pixels around the upsampled digit; default about size / 7 (4 at 28), framing it "
+        "as MNIST frames its digits (a 20x20 box in 28x28); 0: the scan fills the image",
     )
     seed: int = Field(0, description="which images per_class picks; same seed -> same images")
 
     @model_validator(mode="after")
     def _margin_fits(self) -> "UciDigitsArgs":
+        if self.margin is None:
+            self.margin = min(round(self.size / 7), (self.size - 8) // 2)  # small images: the 8 px it needs
         if self.size - 2 * self.margin < 8:
             raise ValueError(f"margin {self.margin} leaves less than 8 px of a {self.size} px image for the digit")
         return self

