@@ -158,6 +158,11 @@ def test_kill_during_feature_extraction_into_a_disk_cache(tmp_path):
     assert trained == [("main", arm, e) for arm in ("feature-extraction", "scratch") for e in (1, 2)]
     train = resumed["cache"]["feature-extraction"]["splits"]["train"]
     assert train["rows_reused"] == committed and train["rows_extracted"] == train_rows - committed
-    assert_same_results(resumed, reference, run, tmp_path / "reference")
+    # Here the first rows' features come from another process than the reference's (the killed
+    # child). CPU convolution is reproducible only to the last bit or so across processes (oneDNN
+    # and MKL pick kernels by buffer alignment), and 120 head steps at batch 2 amplify that: CI saw
+    # a test loss 3e-5 off once in many runs, with every prediction the same. Wrong or missing
+    # rows move these metrics by far more than 1e-4.
+    assert_same_results(resumed, reference, run, tmp_path / "reference", tol=1e-4)
     caches = [json.loads(m.read_text()) for m in root.glob("*/meta.json")]
     assert len(caches) == 3 and all(c["complete"] for c in caches)  # train, val, test
