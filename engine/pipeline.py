@@ -136,6 +136,7 @@ class Runner:
                 )
                 for name, dc in plan.extra_data.items()
             }
+            data.extra = extra_built  # what a strategy's prepare may read (multitask heads)
             for name in plan.evaluate_on:
                 _check_same_labels(data, extra_built[name], plan.where(f"extra_data.{name}"))
             extra = {name: built.train for name, built in extra_built.items()}
@@ -364,6 +365,8 @@ class Runner:
             "init_from": plan.init_from,
             "model": plan.model.model_dump(mode="json"),
             "info": arm.data.info,
+            # predict hands these to the strategy's prepare (e.g. multitask heads' classes)
+            "extra_info": {name: extra.info for name, extra in arm.data.extra.items()},
             "preprocessing": arm.model.preprocessing,
             "extraction": plan.extraction.model_dump(mode="json"),
             "parts": {

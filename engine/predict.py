@@ -13,7 +13,7 @@ from .errors import RunError
 from .execution import configure_execution
 from .model import TransferModel
 from .registry import Registries
-from .task import Task
+from .task import Task, TaskData
 from .training.checkpoint import load_tensors
 
 
@@ -129,7 +129,7 @@ def load_run_model(
     if meta.get("strategy_config"):
         strategy_cfg = StrategyConfig.model_validate(meta["strategy_config"])
         strategy = registries.strategies.get(strategy_cfg.name)(strategy_cfg)
-        strategy.prepare(model, None)
+        strategy.prepare(model, _data_info(meta))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise RunError(
@@ -149,3 +149,15 @@ def load_run_model(
         echo=lambda line: print(line, file=sys.stderr),
     )
     return task, model, meta
+
+
+def _data_info(meta: dict[str, Any]) -> TaskData | None:
+    """What a strategy's ``prepare`` gets when a saved model is rebuilt: no samples, the
+    extra datasets' ``info`` (a multitask head needs its classes); None when the run had
+    no extra datasets (as for every run saved before they were recorded)."""
+    extra = meta.get("extra_info") or {}
+    if not extra:
+        return None
+    return TaskData(
+        [], [], [], info=meta.get("info", {}), extra={n: TaskData([], [], [], info=i) for n, i in extra.items()}
+    )

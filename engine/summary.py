@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from . import __version__
 from .reporting.domain import plot_domain_maps
@@ -90,15 +90,23 @@ def stage_arms(
     return arms
 
 
-def table_metrics(task: Task, final: Any) -> list[str] | None:
+def table_metrics(task: Task, final: Any, metrics: Iterable[str] = ()) -> list[str] | None:
     """The task's table metrics, then the same metrics on each ``evaluate_on`` dataset
-    (``target.accuracy``); None: every metric."""
+    (``target.accuracy``), then the primary metric of every other ``<name>.`` prefix among
+    ``metrics`` (what a strategy's own parts were scored on, e.g. multitask heads: all of
+    theirs stay in metrics.json); None: every metric."""
     shown = list(task.table_metrics)
     others = list(getattr(final, "evaluate_on", []))
-    if not others:
+    names = list(dict.fromkeys(metrics))
+    scored = [p for p in dict.fromkeys(n.split(".", 1)[0] for n in names if "." in n) if p not in others]
+    if not others and not scored:
         return shown or None
-    base = shown or [task.primary_metric]
-    return [*base, *(f"{name}.{m}" for name in others for m in [*base, "a_distance"])]
+    base = shown or ([n for n in names if "." not in n] if not others else [task.primary_metric])
+    return [
+        *base,
+        *(f"{name}.{m}" for name in others for m in [*base, "a_distance"]),
+        *(f"{name}.{task.primary_metric}" for name in scored),
+    ]
 
 
 def build_summary(
@@ -156,7 +164,7 @@ def build_summary(
         or None,
         "primary_metric": metric,
         "gain_metric": gain_metric(task, final),
-        "table_metrics": table_metrics(task, final),
+        "table_metrics": table_metrics(task, final, [k for entry in arms.values() for k in entry["metrics"]]),
         "metric_directions": directions,
         "primary_arm": primary_arm,
         "baseline_arm": baseline if baseline in arms else None,

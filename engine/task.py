@@ -54,6 +54,9 @@ class TaskData:
     ``info`` is JSON-serialisable and is stored with every checkpoint, so ``predict``
     can rebuild the model: e.g. ``{"classes": ["circle", "square"]}``. ``warnings`` are
     plain sentences the runner prints (e.g. a class with no validation samples).
+    ``extra`` holds the stage's extra datasets (``extra_data``), each built whole by the
+    same task (set by the runner; what a strategy's :meth:`~tlengine.strategies.Strategy.prepare`
+    reads, e.g. the classes of a multitask head).
     """
 
     train: Dataset
@@ -61,6 +64,7 @@ class TaskData:
     test: Dataset
     info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    extra: dict[str, "TaskData"] = field(default_factory=dict)
 
 
 @dataclass

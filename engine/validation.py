@@ -219,11 +219,14 @@ def _check_arm(
         return [(f"{loc}.name", registries.strategies.unknown_message(arm.name))]
     strategy_cls = entry.obj
     errors: list[tuple[str, str]] = []
+    needed: tuple[str, ...] = ()
     try:
-        strategy_cls.Args.model_validate(arm.args)
+        args = strategy_cls.Args.model_validate(arm.args)
+        needs = getattr(strategy_cls, "needs_extra_data", None)
+        needed = needs(args) if needs is not None else tuple(getattr(strategy_cls, "extra_data", ()))
     except ValidationError as exc:
         errors += pydantic_errors(exc, prefix=f"{loc}.args.")
-    for name in getattr(strategy_cls, "extra_data", ()):
+    for name in needed:
         if name not in stage.extra_data:
             errors.append(
                 (

@@ -138,10 +138,20 @@ class Strategy:
         layer-wise decay. Default: the part's multiplier for every block."""
         return self.part_lr_mult(part)
 
+    @classmethod
+    def needs_extra_data(cls, args: BaseModel) -> tuple[str, ...]:
+        """Names of the stage's ``extra_data`` datasets this strategy reads, given its
+        validated ``args`` (checked before a run starts). Default: :attr:`extra_data`; a
+        strategy whose datasets are named in its args (``multitask``) overrides it."""
+        return tuple(cls.extra_data)
+
     # ------------------------------------------------------------------ hooks
     def prepare(self, model: TransferModel, data: "TaskData") -> None:
         """Called once per arm, after the model is built and before the optimizer: add
-        parts here with ``model.add_part(name, module, owner="strategy")``."""
+        parts here with ``model.add_part(name, module, owner="strategy")``. ``data`` holds
+        the stage's splits and, in ``data.extra``, its extra datasets; when ``predict``
+        rebuilds a model it has only their ``info`` (empty splits), or is None for a run
+        saved without extra datasets."""
 
     def fit(self, task: "Task", model: TransferModel, data: "TaskData", *, seed: int) -> None:
         """Fit the arm in one go (only for ``fits_directly`` strategies); called once, after
@@ -153,6 +163,14 @@ class Strategy:
         Default: the task's loss (``task.training_loss``)."""
         losses = step.task.training_loss(step.model, step.inputs, step.targets)
         return losses if isinstance(losses, dict) else {"loss": losses}
+
+    def extra_evaluations(self, model: TransferModel, data: "TaskData") -> dict[str, tuple[nn.Module, "TaskData"]]:
+        """Further test evaluations that this strategy's parts answer, after the arm's own:
+        ``{name: (network, other data)}``. The task scores ``network`` on ``other.test``
+        with ``other.info`` and the metrics join the arm's test metrics as
+        ``<name>.<metric>`` (e.g. ``multitask``'s auxiliary heads, each on its own labels).
+        Default: none."""
+        return {}
 
     # ------------------------------------------------------------------ mechanics
     def param_groups(self, model: TransferModel, lr: float) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import ExtractionConfig, TrainConfig
+from ..errors import TLEngineError
 from ..execution import configure_execution
 from ..model import TransferModel
 from ..reporting.domain import dataset_features, domain_gap
@@ -119,6 +120,25 @@ def evaluate_elsewhere(
             distance, feature_map = domain_gap(source, target, seed=arm.seed)
             test.metrics[f"{name}.a_distance"] = distance
             test.details[name]["feature_map"] = feature_map
+
+
+def evaluate_strategy_parts(
+    task: Task, arm: Arm, model: TransferModel, test: Evaluation, *, device: torch.device, num_workers: int
+) -> None:
+    """Score what the strategy's own parts answer (:meth:`Strategy.extra_evaluations`, e.g.
+    a multitask head on its dataset's test split) and add the metrics to ``test`` as
+    ``<name>.<metric>`` (the details under ``<name>``)."""
+    for name, (network, other) in arm.strategy.extra_evaluations(model, arm.data).items():
+        if f"{name}.{task.primary_metric}" in test.metrics:
+            raise TLEngineError(
+                f"'{name}' is both an evaluate_on dataset and one that strategy '{arm.strategy.name}' scores"
+            )
+        loader = task.loader(
+            other.test, batch_size=arm.train.batch_size, shuffle=False, seed=0, num_workers=num_workers
+        )
+        result = evaluate(task, network, loader, other.info, device=device)
+        test.metrics.update({f"{name}.{k}": v for k, v in result.metrics.items()})
+        test.details[name] = result.details
 
 
 def is_better(task: Task, metric: str, value: float, best: float | None) -> bool:
@@ -322,6 +342,7 @@ def train_arm(
     val_eval = evaluate(task, net, eval_loader("val"), arm.data.info, device=device) if has_val else None
     test_eval = evaluate(task, net, eval_loader("test"), arm.data.info, device=device)
     evaluate_elsewhere(task, arm, model, test_eval, device=device, num_workers=num_workers)
+    evaluate_strategy_parts(task, arm, model, test_eval, device=device, num_workers=num_workers)
     cache_stats = None
     if cached is not None:
         cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}
