@@ -23,6 +23,9 @@ Builtins (registered by the core plugin ``tlengine.builtin``):
   ``target``): fine-tuning on the source alone (the baseline), plus a gradient-reversed
   domain discriminator, a covariance-alignment or a multi-kernel MMD loss
   (:mod:`tlengine.strategies.domain_adaptation`).
+* ``multitask`` — one shared backbone, the stage's head plus one head per auxiliary task
+  (an extra dataset with its own labels), losses weighted fixed, by learned uncertainty or
+  by GradNorm (:mod:`tlengine.strategies.multitask`).
 """
 
 from .adapter import Adapter
@@ -31,6 +34,7 @@ from .domain_adaptation import CORAL, DANN, MMD, SourceOnly
 from .feature_extraction import FeatureExtraction
 from .fine_tune import FineTune
 from .lhuc import LHUC
+from .multitask import Multitask
 from .scratch import Scratch
 from .zero_shot import ZeroShot
 
@@ -45,6 +49,7 @@ BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {
     "dann": DANN,
     "coral": CORAL,
     "mmd": MMD,
+    "multitask": Multitask,
 }
 
 __all__ = [
@@ -53,6 +58,7 @@ __all__ = [
     "DANN",
     "LHUC",
     "MMD",
+    "Multitask",
     "Adapter",
     "FeatureExtraction",
     "FineTune",

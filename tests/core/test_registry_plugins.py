@@ -39,6 +39,7 @@ def test_builtin_plugins_discovered_through_entry_points():
     assert "image-classification" in ic.registered["tasks"]
     assert {"synthetic-shapes", "image-folder", "csv"} <= set(ic.registered["datasets"])
     assert {"quickstart", "sequential-shapes"} <= set(ic.registered["pipelines"])
+    assert {"rotation", "simclr"} == set(ic.registered["strategies"])  # image-only pretexts live in the plugin
     assert set(names["core"].registered["strategies"]) == {
         "feature-extraction",
         "fine-tune",
@@ -50,6 +51,7 @@ def test_builtin_plugins_discovered_through_entry_points():
         "dann",
         "coral",
         "mmd",
+        "multitask",
     }
 
 

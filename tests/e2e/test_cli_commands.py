@@ -124,6 +124,7 @@ def test_plugins_json_lists_each_plugin_and_what_it_registers(cli):
         "dann",
         "coral",
         "mmd",
+        "multitask",
     }
     assert "image-classification" in ic["registered"]["tasks"]
     assert {"synthetic-shapes", "image-folder", "csv"} <= set(ic["registered"]["datasets"])
