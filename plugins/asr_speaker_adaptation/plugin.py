@@ -21,6 +21,8 @@ PIPELINES = {
     "(needs espeak-ng)",
     "speaker-id-quickstart": "who of six synthetic speakers is speaking: Whisper tiny.en's encoder, cached "
     "(feature-extraction) vs its top layer fine-tuned vs scratch (needs the [pretrained] extra and espeak-ng)",
+    "speaker-id-channel-shift": "domain adaptation from clean to telephone-channel speech: DANN, CORAL, MMD vs "
+    "source-only for speaker identification on Whisper tiny.en, three seeds (needs the [pretrained] extra and espeak-ng)",
 }
 
 

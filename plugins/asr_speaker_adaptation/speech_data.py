@@ -59,6 +59,8 @@ from tlengine.atomic import write_text
 from tlengine.data import resolve_under
 from tlengine.errors import DataError
 
+from .channel import ChannelArgs, channel_copy
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "TRANSCRIPTS_FILE",
@@ -635,6 +637,11 @@ class SyntheticSpeechArgs(BaseModel):
         description="folder for the audio, relative to data.root (default: "
         "$TLENGINE_CACHE_DIR/synthetic-speech/<digest of these arguments>, else ~/.cache/tlengine/...)",
     )
+    channel: ChannelArgs | None = Field(
+        None,
+        description="hear the clips through a recording channel (band-pass, gain, noise; see channel.py): the same "
+        "speakers and texts as without it, a domain shift; the shifted copy is written beside the clean audio",
+    )
 
     @field_validator("sentences")
     @classmethod
@@ -662,16 +669,23 @@ def synthetic_speech_dir(args: SyntheticSpeechArgs, root: Path) -> Path:
     from tlengine.cache.manage import cache_base
 
     cache = cache_base()
-    digest = hashlib.sha256(args.model_dump_json(exclude={"out_dir"}).encode()).hexdigest()[:16]
+    # the channel is left out: the clean clips are shared, each channel's copy sits inside
+    digest = hashlib.sha256(args.model_dump_json(exclude={"out_dir", "channel"}).encode()).hexdigest()[:16]
     return cache / "synthetic-speech" / digest
 
 
 def build_synthetic_speech(args: SyntheticSpeechArgs, root: Path) -> list[Utterance]:
-    """Generate (or reuse) the synthetic speech of ``args`` in :func:`synthetic_speech_dir`."""
-    return synthesize_speakers(
-        synthetic_speech_dir(args, root),
+    """Generate (or reuse) the synthetic speech of ``args`` in :func:`synthetic_speech_dir`;
+    with ``args.channel``, its copy heard through that channel (in ``channel-<digest>/``
+    inside that folder)."""
+    folder = synthetic_speech_dir(args, root)
+    clean = synthesize_speakers(
+        folder,
         speakers=args.speakers,
         utterances_per_speaker=args.utterances_per_speaker,
         seed=args.seed,
         sentences=args.sentences,
     )
+    if args.channel is None:
+        return clean
+    return channel_copy(clean, args.channel, folder / f"channel-{args.channel.digest()}", folder)
