@@ -566,3 +566,19 @@ def test_domain_adaptation_digits_tiny_both_directions(cli, tmp_path, source, ta
         assert {"accuracy", "target.accuracy", "target.a_distance"} <= arm["metrics"].keys()
     assert "vs baseline on target.accuracy" in result.stdout
     assert (run / "plots" / "target_features_by_arm.png").is_file()
+
+
+@pytest.mark.slow
+def test_multitask_digits_tiny(cli, tmp_path):
+    """The shipped multitask pipeline, one seed and one epoch: the single-task stages and the
+    multitask stage, whose arms report every head's accuracy in the table."""
+    result = cli("run", "multitask-digits", "seeds=[0]", "train.epochs=1", "--output", str(tmp_path / "mt"))
+    run = run_dir_of(result)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert list(summary["stages"]) == ["parity", "size", "digit"]
+    assert set(summary["arms"]) == {"multitask-fixed", "multitask-uncertainty", "multitask-gradnorm", "single-task"}
+    for name, arm in summary["arms"].items():
+        heads = {"parity.accuracy", "size.accuracy"} <= arm["metrics"].keys()
+        assert heads == name.startswith("multitask"), name
+    assert summary["table_metrics"][-2:] == ["parity.accuracy", "size.accuracy"]
+    assert "parity.accuracy" in result.stdout
