@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ..config import PartPlan, StrategyConfig
+from ..errors import TLEngineError
 from ..model import TransferModel, check_param_groups, part_param_groups
 
 if TYPE_CHECKING:
@@ -163,6 +164,18 @@ class Strategy:
         Default: the task's loss (``task.training_loss``)."""
         losses = step.task.training_loss(step.model, step.inputs, step.targets)
         return losses if isinstance(losses, dict) else {"loss": losses}
+
+    def feature_dim(self, model: TransferModel, sized: str) -> int:
+        """The width D of ``model``'s pooled features [N,D] (``TransferModel.feature_dim``), what
+        a strategy sizes the part it adds by (``sized``: e.g. "its domain discriminator");
+        TLEngineError when the task's model does not set it."""
+        dim = int(getattr(model, "feature_dim", 0) or 0)
+        if dim <= 0:
+            raise TLEngineError(
+                f"strategy '{self.name}' sizes {sized} by the model's feature_dim, "
+                f"and this task's model does not set it (TransferModel.feature_dim = {dim})"
+            )
+        return dim
 
     def extra_evaluations(self, model: TransferModel, data: "TaskData") -> dict[str, tuple[nn.Module, "TaskData"]]:
         """Further test evaluations that this strategy's parts answer, after the arm's own:

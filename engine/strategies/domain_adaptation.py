@@ -162,12 +162,7 @@ class DANN(DomainAdaptation):
         self.coefficient = 0.0
 
     def prepare(self, model: TransferModel, data: "TaskData | None") -> None:
-        dim = int(getattr(model, "feature_dim", 0) or 0)
-        if dim <= 0:
-            raise TLEngineError(
-                f"strategy '{self.name}' sizes its domain discriminator by the model's feature_dim, "
-                f"and this task's model does not set it (TransferModel.feature_dim = {dim})"
-            )
+        dim = self.feature_dim(model, "its domain discriminator")
         model.add_part(self.part_name, domain_discriminator(dim, self.args.hidden, self.args.dropout), owner="strategy")
 
     def alignment(self, source: torch.Tensor, target: torch.Tensor, step: StepContext) -> dict[str, torch.Tensor]:

@@ -184,12 +184,7 @@ class Multitask(FineTune):
         return f"{task}_head"
 
     def prepare(self, model: TransferModel, data: "TaskData | None") -> None:
-        dim = int(getattr(model, "feature_dim", 0) or 0)
-        if dim <= 0:
-            raise TLEngineError(
-                f"strategy '{self.name}' sizes its heads by the model's feature_dim, "
-                f"and this task's model does not set it (TransferModel.feature_dim = {dim})"
-            )
+        dim = self.feature_dim(model, "its heads")
         extra = data.extra if data is not None else {}
         for task, spec in self.args.tasks.items():
             if task not in extra:

@@ -205,15 +205,6 @@ class Pretext(Strategy):
     def trainable_blocks(self, num_blocks: int, epoch: int) -> int:
         return num_blocks
 
-    def feature_dim(self, model: TransferModel) -> int:
-        dim = int(getattr(model, "feature_dim", 0) or 0)
-        if dim <= 0:
-            raise TLEngineError(
-                f"strategy '{self.name}' sizes its pretext head by the model's feature_dim, "
-                f"and this task's model does not set it (TransferModel.feature_dim = {dim})"
-            )
-        return dim
-
     def features(self, step: StepContext, inputs: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features [N,D] of ``inputs`` (the whole model runs: a pretext
         strategy never freezes the backbone, so it never trains from the feature cache)."""
@@ -239,7 +230,7 @@ class Rotation(Pretext):
     Args = RotationArgs
 
     def prepare(self, model: TransferModel, data: "TaskData | None") -> None:
-        model.add_part(ROTATION_HEAD, nn.Linear(self.feature_dim(model), 4), owner="strategy")
+        model.add_part(ROTATION_HEAD, nn.Linear(self.feature_dim(model, "its pretext head"), 4), owner="strategy")
 
     def training_step(self, step: StepContext) -> dict[str, torch.Tensor]:
         # All four rotations by default: Gidaris et al. (sec. 3.2) found training on the four
@@ -301,7 +292,11 @@ class SimCLR(Pretext):
             self._mean = torch.tensor([float(m) for m in pp["mean"]])
             self._std = torch.tensor([float(s) for s in pp["std"]])
         a = self.args
-        model.add_part(PROJECTION_HEAD, projection_head(self.feature_dim(model), a.hidden, a.out), owner="strategy")
+        model.add_part(
+            PROJECTION_HEAD,
+            projection_head(self.feature_dim(model, "its pretext head"), a.hidden, a.out),
+            owner="strategy",
+        )
 
     def views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two augmented views of a normalised batch [N,3,H,W] (see :func:`two_views`)."""
