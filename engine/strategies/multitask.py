@@ -112,26 +112,9 @@ def auxiliary_head(dim: int, classes: int, hidden: int, dropout: float) -> nn.Se
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, classes))
 
 
-class AuxiliaryView(nn.Module):
-    """The whole model with an auxiliary head instead of its own: what the task scores on
-    that task's test split (``forward(inputs)`` -> logits [N,K])."""
-
-    def __init__(self, model: TransferModel, head: nn.Module):
-        super().__init__()
-        self.model, self.head = model, head
-
-    def forward_features(self, inputs: Any) -> Any:
-        return self.model.forward_features(inputs)
-
-    def forward_head(self, features: Any) -> torch.Tensor:
-        return self.head(pooled_features(features))
-
-    def forward(self, inputs: Any) -> torch.Tensor:
-        return self.forward_head(self.forward_features(inputs))
-
-
-class _PooledHead(nn.Module):
-    """What ``task.training_loss`` calls for an auxiliary batch: features -> its head."""
+class PooledHead(nn.Module):
+    """An auxiliary head on the backbone's features, pooled first: what ``task.training_loss``
+    calls for an auxiliary batch (features -> logits [N,K])."""
 
     def __init__(self, head: nn.Module):
         super().__init__()
@@ -139,6 +122,24 @@ class _PooledHead(nn.Module):
 
     def forward(self, features: Any) -> torch.Tensor:
         return self.head(pooled_features(features))
+
+
+class AuxiliaryView(nn.Module):
+    """The whole model with an auxiliary head instead of its own: what the task scores on
+    that task's test split (``forward(inputs)`` -> logits [N,K])."""
+
+    def __init__(self, model: TransferModel, head: nn.Module):
+        super().__init__()
+        self.model, self.head = model, PooledHead(head)
+
+    def forward_features(self, inputs: Any) -> Any:
+        return self.model.forward_features(inputs)
+
+    def forward_head(self, features: Any) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.forward_head(self.forward_features(inputs))
 
 
 def uncertainty_weighted(losses: dict[str, torch.Tensor], log_vars: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -176,7 +177,9 @@ class Multitask(FineTune):
 
     def __init__(self, config: Any):
         super().__init__(config)
-        self.order = [MAIN, *self.args.tasks]
+        #: each task's fixed weight, or where its learned weight starts: the main task first
+        self.start_weights = {MAIN: self.args.main_weight, **{t: s.weight for t, s in self.args.tasks.items()}}
+        self.order = list(self.start_weights)
 
     @staticmethod
     def head_name(task: str) -> str:
@@ -201,7 +204,7 @@ class Multitask(FineTune):
                 self.head_name(task), auxiliary_head(dim, len(classes), spec.hidden, spec.dropout), owner="strategy"
             )
         if self.args.weighting != "fixed":
-            start = [self.args.main_weight, *(spec.weight for spec in self.args.tasks.values())]
+            start = list(self.start_weights.values())
             model.add_part(WEIGHTS_PART, TaskWeights(start, self.args.weighting), owner="strategy")
 
     # ------------------------------------------------------------------ the step
@@ -213,22 +216,21 @@ class Multitask(FineTune):
         for task in self.args.tasks:
             inputs, targets = step.extra_batch(task)
             features[task] = model.forward_features(inputs)
-            head = _PooledHead(model.part(self.head_name(task)).module)
+            head = PooledHead(model.part(self.head_name(task)).module)
             loss = step.task.training_loss(head, features[task], targets)
             raw[task] = sum(loss.values()) if isinstance(loss, dict) else loss
         if self.args.weighting == "uncertainty":
             return uncertainty_weighted(raw, model.part(WEIGHTS_PART).module.values)
         if self.args.weighting == "gradnorm":
             return self._gradnorm(model.part(WEIGHTS_PART).module, raw, features)
-        weights = {MAIN: self.args.main_weight, **{t: s.weight for t, s in self.args.tasks.items()}}
-        return {name: weights[name] * loss for name, loss in raw.items()}
+        return {name: self.start_weights[name] * loss for name, loss in raw.items()}
 
     def _gradnorm(
         self, state: TaskWeights, raw: dict[str, torch.Tensor], features: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
         w = state.values
         with torch.no_grad():  # keep the weights positive, summing to the starting total
-            total = self.args.main_weight + sum(s.weight for s in self.args.tasks.values())
+            total = sum(self.start_weights.values())
             w.clamp_(min=1e-3 * total / len(w))
             w.mul_(total / w.sum())
         losses = torch.stack([raw[name].float() for name in self.order])
@@ -251,7 +253,7 @@ class Multitask(FineTune):
     def task_weights(self, model: TransferModel) -> dict[str, float]:
         """Each task's current loss weight (``exp(-s_i)`` for uncertainty weighting)."""
         if self.args.weighting == "fixed":
-            return {MAIN: self.args.main_weight, **{t: s.weight for t, s in self.args.tasks.items()}}
+            return dict(self.start_weights)
         values = model.part(WEIGHTS_PART).module.values.detach().float()
         weights = torch.exp(-values) if self.args.weighting == "uncertainty" else values
         return {name: float(v) for name, v in zip(self.order, weights)}
@@ -272,6 +274,7 @@ __all__ = [
     "AuxiliaryView",
     "Multitask",
     "MultitaskArgs",
+    "PooledHead",
     "TaskWeights",
     "auxiliary_head",
     "gradnorm_loss",
