@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -72,27 +74,86 @@ def main(debug: bool) -> None:
     help="Run directory to create (default: output_dir/<name>-<time>).",
 )
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue an interrupted run directory.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Run on N processes of this machine: the same as `torchrun --standalone --nproc-per-node N -m tlengine run ...`.",
+)
 @handle_errors
-def run(pipeline: str | None, overrides: tuple[str, ...], output: Path | None, resume: Path | None) -> None:
-    """Run PIPELINE (a YAML file or a shipped pipeline name) with key=value overrides."""
+def run(
+    pipeline: str | None, overrides: tuple[str, ...], output: Path | None, resume: Path | None, nproc: int | None
+) -> None:
+    """Run PIPELINE (a YAML file or a shipped pipeline name) with key=value overrides.
+
+    Under torchrun (`torchrun --nproc-per-node N -m tlengine run ...`, or `--nproc N`) every
+    process trains its share of each batch and rank 0 writes the run directory."""
+    from . import distributed
     from .pipeline import Runner
     from .reporting.tables import print_summary
+    from .rundir import RunDirectory
     from .validation import load_pipeline
 
-    manager = _manager()
-    runner = Runner(manager, echo=lambda s: click.echo(s, err=True))
-    if resume is not None:
-        if pipeline or overrides:
-            raise TLEngineError("--resume takes only the run directory; the pipeline and overrides are read from it")
-        run_dir = runner.resume(resume)
-    else:
-        if not pipeline:
-            raise TLEngineError("missing PIPELINE: give a YAML file or a name from `tlengine pipelines`")
-        loaded = load_pipeline(pipeline, list(overrides), manager.registries)
-        run_dir = runner.run(loaded, output=output)
-    summary = json.loads((run_dir / "metrics.json").read_text())
-    print_summary(summary)
-    click.echo(str(run_dir))
+    if resume is not None and (pipeline or overrides):
+        raise TLEngineError("--resume takes only the run directory; the pipeline and overrides are read from it")
+    if resume is None and not pipeline:
+        raise TLEngineError("missing PIPELINE: give a YAML file or a name from `tlengine pipelines`")
+    if nproc is not None and nproc > 1 and not distributed.world().distributed:
+        # a bad file or override is said once, here, not by every rank
+        if resume is None:
+            load_pipeline(pipeline, list(overrides), _manager().registries)
+        else:
+            RunDirectory.open(resume)
+        _run_under_torchrun(nproc)
+    world = distributed.init_from_env()
+    if world.distributed:
+        # torchrun stops the other ranks with SIGTERM when one fails: end like Ctrl-C, so
+        # rank 0 marks the run failed with the command that resumes it
+        signal.signal(signal.SIGTERM, _interrupt)
+    manager = _manager(quiet=not world.is_main)
+    runner = Runner(manager, echo=(lambda s: click.echo(s, err=True)) if world.is_main else (lambda s: None))
+    try:
+        if resume is not None:
+            run_dir = runner.resume(resume)
+        else:
+            loaded = load_pipeline(pipeline, list(overrides), manager.registries)
+            run_dir = runner.run(loaded, output=output)
+    finally:
+        distributed.shutdown()
+    if world.is_main:
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        print_summary(summary)
+        click.echo(str(run_dir))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_under_torchrun(nproc: int) -> None:
+    """Run this same command (``--nproc`` dropped) under torchrun on ``nproc`` processes of
+    this machine, then exit with its outcome; a rank's failure ends in one line here (the
+    rank printed its own error above), not torchrun's traceback."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args
+    from torch.distributed.run import run as torchrun
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    # torchrun would set 1 thread per process and say so; share this machine's cores instead
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    try:
+        torchrun(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "tlengine", *args]))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode if isinstance(failure.exitcode, int) and failure.exitcode > 0 else 1
+        _fail(f"rank {rank} of {nproc} stopped with exit code {failure.exitcode} (its error is above)", code)
+    sys.exit(0)
 
 
 @main.command()

@@ -217,6 +217,9 @@ class TrainConfig(Strict):
     warmup_epochs: float = Field(0.0, ge=0.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="for tasks with a classification loss")
     grad_clip: float | None = Field(None, gt=0.0)
+    sync_batchnorm: bool = Field(
+        False, description="under torchrun on CUDA: BatchNorm statistics over the whole batch (SyncBatchNorm)"
+    )
     amp: Literal["auto", "on", "off"] = Field(
         "auto", description="mixed precision of the trained parts: auto = CUDA only, on (CPU: bf16 autocast), off"
     )

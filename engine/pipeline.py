@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from . import kernels
+from . import distributed, kernels
 from .config import StrategyConfig, dump_yaml, read_yaml
 from .errors import DataError, RunError, TLEngineError
 from .model import TransferModel
@@ -45,11 +45,15 @@ from .validation import LoadedPipeline, data_root, validate
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of ``device:`` (auto, cpu, cuda, cuda:N); under torchrun "auto" and "cuda"
+    mean this rank's GPU (``LOCAL_RANK``)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TLEngineError(f"device '{name}' was asked for but no CUDA device is available; use device=auto or cpu")
+    if device.type == "cuda" and device.index is None and distributed.world().distributed:
+        device = torch.device("cuda", distributed.world().local_rank % torch.cuda.device_count())
     return device
 
 
@@ -108,8 +112,13 @@ class Runner:
     def prepare(self, loaded: LoadedPipeline, *, output: Path | None = None, check_output: bool = True) -> Prepared:
         config, base_dir = loaded.config, loaded.base_dir
         device = resolve_device(config.device)
-        if check_output:
+        if check_output and distributed.world().is_main:
             RunDirectory.check_creatable(config.output_dir, output)
+        # Under torchrun rank 0 builds first: data it generates on the way is there for the others.
+        with distributed.main_first():
+            return self._prepare_stages(config, base_dir, device)
+
+    def _prepare_stages(self, config: Any, base_dir: Path, device: torch.device) -> Prepared:
         prepared: dict[str, PreparedStage] = {}
         stages = []
         for plan in plan_stages(config):
@@ -158,17 +167,23 @@ class Runner:
     # ------------------------------------------------------------------ the run
     def run(self, loaded: LoadedPipeline, *, output: Path | None = None) -> Path:
         prepared = self.prepare(loaded, output=output)
-        run = RunDirectory.create(loaded.config.name, loaded.config.output_dir, output)
-        run.write_start(
-            dump_yaml(loaded.config),
-            {
-                "pipeline_file": loaded.source,
-                "base_dir": str(loaded.base_dir),
-                "device": str(prepared.device),
-                "torch": torch.__version__,
-            },
-        )
-        self.echo(f"run directory: {run.path}")
+        world = distributed.world()
+        path = None
+        if world.is_main:  # rank 0 alone writes the run directory; the others learn where it is
+            run = RunDirectory.create(loaded.config.name, loaded.config.output_dir, output)
+            run.write_start(
+                dump_yaml(loaded.config),
+                {
+                    "pipeline_file": loaded.source,
+                    "base_dir": str(loaded.base_dir),
+                    "device": str(prepared.device),
+                    "torch": torch.__version__,
+                    "processes": world.size,
+                },
+            )
+            self.echo(f"run directory: {run.path}" + (f" ({world.size} processes)" if world.distributed else ""))
+            path = run.path
+        run = RunDirectory(distributed.broadcast_object(path))
         return self._execute(prepared, run, resume=False)
 
     def resume(self, run_dir: Path) -> Path:
@@ -186,16 +201,15 @@ class Runner:
         return self._execute(prepared, run, resume=True)
 
     def _execute(self, p: Prepared, run: RunDirectory, *, resume: bool) -> Path:
+        if not distributed.world().is_main:
+            return self._execute_as_helper(p, run, resume=resume)
         hook = self.manager.hook
         try:
             run.set_status("running")
             hook.tlengine_before_run(run_dir=run.path, config=p.config.model_dump(mode="json"))
             started = time.perf_counter()
             records = self._restore_records(run, p) if resume else []
-            if any(_uses_fused_kernels(st.task, self.strategy(a)) for st in p.stages for a in st.plan.arms):
-                # A first-use build of the kernels (about a minute) happens here, in the open,
-                # and not inside the first cached arm's time.
-                kernels.extension_available()
+            self._build_kernels(p)
 
             def on_epoch(record: dict[str, Any]) -> None:
                 records.append(record)
@@ -239,6 +253,23 @@ class Runner:
         hook.tlengine_after_run(run_dir=run.path, summary=summary)
         return run.path
 
+    def _execute_as_helper(self, p: Prepared, run: RunDirectory, *, resume: bool) -> Path:
+        """A rank other than 0 under torchrun: train every arm in step with rank 0 (its share of
+        each batch and of each extraction) and write nothing."""
+        self._build_kernels(p)
+        for st in p.stages:
+            for seed in p.seeds:
+                for arm_cfg in st.plan.arms:
+                    self._run_arm(p, st, arm_cfg, seed, run, lambda record: None, resume)
+        return run.path
+
+    def _build_kernels(self, p: Prepared) -> None:
+        if any(_uses_fused_kernels(st.task, self.strategy(a)) for st in p.stages for a in st.plan.arms):
+            # A first-use build of the kernels (about a minute) happens here, in the open,
+            # and not inside the first cached arm's time; under torchrun rank 0 builds it.
+            with distributed.main_first():
+                kernels.extension_available()
+
     def _label(self, p: Prepared, stage: str, arm: str, seed: int) -> str:
         parts = ([stage] if len(p.stages) > 1 else []) + [arm] + ([f"seed {seed}"] if len(p.seeds) > 1 else [])
         return " / ".join(parts)
@@ -273,7 +304,9 @@ class Runner:
         key = f"{plan.name}/{arm_cfg.arm}/seed{seed}"
         label = self._label(p, plan.name, arm_cfg.arm, seed)
         arm_dir = run.arm_dir(key)
-        arm_dir.mkdir(parents=True, exist_ok=True)
+        main = distributed.world().is_main
+        if main:
+            arm_dir.mkdir(parents=True, exist_ok=True)
         done = run.read_result(key) if resume else None
         if done is not None:
             self.echo(f"[{label}] already finished; skipping")
@@ -328,6 +361,9 @@ class Runner:
             label=label,
             echo=self.echo,
         )
+        if not main:  # rank 0 saves; the barrier lets a later stage's init_from read what it saved
+            distributed.barrier()
+            return result
         meta = self._model_meta(p, st, arm, pretrained)
         checkpoint.save_model(arm_dir / "model.safetensors", model, meta)
         own = model.owned_state_dict("strategy")
@@ -341,6 +377,7 @@ class Runner:
         run.write_result(key, result)
         (arm_dir / "state.safetensors").unlink(missing_ok=True)  # the final model replaces it
         (arm_dir / "best.safetensors").unlink(missing_ok=True)
+        distributed.barrier()
         metric = st.task.primary_metric
         self.echo(
             f"[{label}] test {metric} = {result.test.metrics.get(metric, float('nan')):.4f} "

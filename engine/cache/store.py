@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import weakref
@@ -336,15 +337,85 @@ class FeatureCache:
         if rows.dim() != 1:
             raise ValueError(f"rows must be 1-D, got shape {list(rows.shape)}")
         rows = self._row_ids(rows)
+        rows_cpu = self._before_rewrite(rows)
+        if features.device == self.device:
+            self._scatter(features, self.data, self.scales, rows, self.key.pooling, self.key.l2_normalize)
+        else:
+            self._write_staged(features, rows)
+        self._after_write(rows, rows_cpu)
+
+    def put_rows(self, rows: torch.Tensor, data: torch.Tensor, scales: torch.Tensor) -> None:
+        """Store rows that are already pooled and quantised, as :meth:`rows_of` gives them
+        from a cache of the same key (another rank's share of a sharded extraction):
+        ``rows`` [N], ``data`` [N, D_row] in the key's dtype, ``scales`` float32 [N].
+        Byte for byte, no re-quantisation; durable at the next commit like :meth:`write`."""
+        self._check_open()
+        rows = torch.as_tensor(rows)
+        if rows.dim() != 1 or tuple(data.shape) != (rows.shape[0], self.row_dim) or data.dtype != self.data.dtype:
+            raise ValueError(
+                f"put_rows takes rows [N], data [N, {self.row_dim}] {self.data.dtype} and scales [N]; got "
+                f"{list(rows.shape)}, {list(data.shape)} {data.dtype}, {list(scales.shape)}"
+            )
+        if not rows.numel():
+            return
+        rows = self._row_ids(rows)
+        rows_cpu = self._before_rewrite(rows)
+        self.data[rows] = data.to(self.device)
+        self.scales[rows] = scales.to(self.device, torch.float32)
+        self._after_write(rows, rows_cpu)
+
+    def rows_of(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(data [N, D_row] in the key's dtype, scales float32 [N]) of filled ``rows``, on
+        the CPU, as stored: what :meth:`put_rows` takes."""
+        self._check_open()
+        rows = self._row_ids(rows)
+        if not bool(self._filled[rows].all()):
+            raise CacheMissError("rows_of: some rows were not written")
+        return self.data[rows].cpu(), self.scales[rows].cpu()
+
+    def absorb_shards(self) -> int:
+        """Take in the committed rows of this key's per-rank shard caches (``<dir>-r{rank}of{world}``,
+        left beside it by a sharded extraction that was interrupted), commit them here and
+        delete the shards. Returns how many rows came in; 0 for a memory cache or a shard."""
+        self._check_open()
+        if self.path is None or self.shard != (0, 1):
+            return 0
+        taken = 0
+        for other in sorted(self.path.parent.glob(f"{self.path.name}-r*of*")):
+            found = re.fullmatch(r"-r(\d+)of(\d+)", other.name[len(self.path.name) :])
+            if not found or not other.is_dir() or int(found[1]) >= int(found[2]):
+                continue
+            with FeatureCache.open(
+                self.key,
+                num_samples=self.num_samples,
+                row_dim=self.row_dim,
+                storage="disk",
+                root=self.path.parent,
+                shard=(int(found[1]), int(found[2])),
+                commit_every=0,
+                kernels=self.kernels,
+            ) as shard:
+                done = torch.nonzero(shard._filled, as_tuple=False).reshape(-1)
+                new = done[~self._filled[done].cpu()]
+                self.put_rows(new, *shard.rows_of(new))
+            self._written[new] = False  # reused (extracted by an earlier process), not extracted now
+            self._rows_reused += int(new.numel())
+            self.commit()  # durable here before the shard goes
+            remove_cache_dir(other)
+            taken += int(new.numel())
+        if taken:
+            echo(f"feature cache {self.path.name}: took {taken} rows from an interrupted sharded extraction")
+        return taken
+
+    def _before_rewrite(self, rows: torch.Tensor) -> torch.Tensor:
         rows_cpu = rows.cpu()
         if self._complete:
             self._mark_incomplete()  # first: it takes the exclusive lock that rewriting needs
         if self._filled_map is not None:
             self._uncommit(rows_cpu)
-        if features.device == self.device:
-            self._scatter(features, self.data, self.scales, rows, self.key.pooling, self.key.l2_normalize)
-        else:
-            self._write_staged(features, rows)
+        return rows_cpu
+
+    def _after_write(self, rows: torch.Tensor, rows_cpu: torch.Tensor) -> None:
         self._filled[rows] = True
         self._written[rows_cpu] = True
         self._pending.append(rows_cpu)

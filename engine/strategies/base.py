@@ -94,6 +94,10 @@ class Strategy:
     #: the arm is fitted by one call of :meth:`fit` (a classical baseline such as TF-IDF +
     #: logistic regression), not by gradient steps: no optimizer, no epochs
     fits_directly: ClassVar[bool] = False
+    #: under torchrun, whether a step may leave trainable parameters without a gradient
+    #: (DistributedDataParallel's ``find_unused_parameters``: a graph walk per step, so
+    #: only the strategies whose steps skip parameters set it)
+    ddp_find_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig):
         self.config = config

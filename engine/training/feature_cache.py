@@ -38,7 +38,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from .. import distributed
 from ..cache import CacheKey, FeatureCache, fingerprint_state_dict
+from ..cache.store import remove_cache_dir
 from ..config import CacheConfig
 from ..errors import TLEngineError
 from ..execution import InputFormat
@@ -87,6 +89,27 @@ class _RowBatches(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:  # pragma: no cover - batched path above
         return self.__getitems__([i])
+
+
+def _missing(cache: FeatureCache, lengths: FeatureCache | None) -> torch.Tensor:
+    """Rows (CPU int64, ascending) missing from a cache or from its lengths cache."""
+    missing = cache.missing()
+    return missing if lengths is None else torch.unique(torch.cat([missing, lengths.missing()]))
+
+
+def _move_rows(cache: FeatureCache, rows: torch.Tensor, src: int, dst: int | None) -> None:
+    """Copy ``rows`` of rank ``src``'s ``cache`` into the same rows of rank ``dst``'s (of
+    every rank's when ``dst`` is None), as stored (no re-quantisation)."""
+    world = distributed.world()
+    if world.rank == src:
+        data, scales = cache.rows_of(rows)
+    else:
+        data = torch.empty(rows.numel(), cache.row_dim, dtype=cache.data.dtype)
+        scales = torch.empty(rows.numel(), dtype=torch.float32)
+    data = distributed.move_tensor(data, src, dst)
+    scales = distributed.move_tensor(scales, src, dst)
+    if world.rank != src and data is not None and scales is not None:
+        cache.put_rows(rows, data, scales)
 
 
 def trains_from_cache(task: Task, strategy: Any) -> bool:
@@ -173,6 +196,9 @@ class CachedFeatures:
         #: ``maps`` layout: name -> (C, H, W) of each map, in row order
         self.map_shapes: dict[str, tuple[int, int, int]] = {}
         self.extraction_seconds = 0.0
+        #: split -> rows this process ran the frozen part for (its share under torchrun)
+        self.rows_extracted: dict[str, int] = {}
+        self.rows_by_rank: list[dict[str, int]] = []
         self.head = HeadOnly(model)
         # The data's effective preprocessing (a dataset may override e.g. crop_pct), so the
         # cached views match what the naive loop and evaluation see.
@@ -280,62 +306,124 @@ class CachedFeatures:
             shape = (self._max_tokens(), *shape[1:])
         return shape, has_lengths
 
-    def _row_dim(self, shape: tuple[int, ...]) -> int:
+    def _row_dim_of(self, shape: tuple[int, ...]) -> int:
         if self._pooling == "none":
             return int(torch.tensor(shape).prod())
         return int(shape[0] if len(shape) == 3 else shape[-1])
 
     def prepare(self) -> None:
-        """Extract every missing row of the train (``views`` per sample), val and test caches."""
+        """Extract every missing row of the train (``views`` per sample), val and test caches.
+
+        Under torchrun the rows still missing are split across the ranks
+        (:func:`tlengine.distributed.split_rows`), each rank runs the frozen part on its
+        share only, and the rows are then exchanged: a memory cache ends whole on every
+        rank; a disk cache is rank 0's, with the other ranks' shares written first to
+        shard caches of their own (durable: a killed extraction resumes from them, see
+        :meth:`FeatureCache.absorb_shards`) and sent to rank 0, whose whole cache every
+        rank then reads (one machine, or storage all machines share)."""
         t0 = time.perf_counter()
         self.model.eval()
         self._fingerprint = self._frozen_fingerprint()
-        storage_device = self.device if self.config.storage == "memory" else torch.device("cpu")
-        self.sample_shape, has_lengths = self._probe(self.data.train)
-        row_dim = self._row_dim(self.sample_shape)
-        splits = (("train", self.config.views), ("val", 1), ("test", 1))
-        opened = {}
-        for split, views in splits:  # open every cache first: what is missing tells compile: auto what is left
+        world = distributed.world()
+        self._storage_device = self.device if self.config.storage == "memory" else torch.device("cpu")
+        self.sample_shape, self._has_lengths = self._probe(self.data.train)
+        self._row_dim = self._row_dim_of(self.sample_shape)
+        splits = {"train": self.config.views, "val": 1, "test": 1}
+        # Who holds a whole cache while extracting: every rank in memory, rank 0 alone on disk.
+        holds_whole = world.is_main or self.config.storage == "memory"
+        opened, missing = {}, {}
+        for split, views in splits.items():  # open every cache first: what is missing tells compile: auto what is left
             dataset = getattr(self.data, split)
             self.targets[split] = self.task.targets(dataset)
-            if len(dataset):
-                opened[split] = self._open(split, dataset, views, row_dim, has_lengths, storage_device)
+            if len(dataset) and holds_whole:
+                opened[split] = self._open(split, views)
+                self.caches[split], lengths = opened[split]
+                if lengths is not None:
+                    self.length_caches[split] = lengths
+                missing[split] = _missing(*opened[split])
+        missing = distributed.broadcast_object(missing)  # every rank splits the same rows
         if self._execution is not None:
-            self._execution.expect(sum(int(missing.numel()) for _, _, missing in opened.values()))
-        for split, views in splits:
-            if split not in opened:
-                continue
-            cache, lengths, missing = opened[split]
-            if missing.numel():
-                self._extract(split, getattr(self.data, split), cache, lengths, missing, views)
-            cache.finalize()
-            if lengths is not None:
-                lengths.finalize()
+            self._execution.expect(sum(int(m.numel()) for m in missing.values()) // world.size)
+        for split, rows in missing.items():
+            dataset, views = getattr(self.data, split), splits[split]
+            if world.distributed:
+                self._extract_shared(split, views, opened.get(split), rows)
+            elif rows.numel():
+                self._extract(split, dataset, *opened[split], rows, views)
+                self.rows_extracted[split] = int(rows.numel())
+            for cache in opened.get(split, ()):
+                if cache is not None:
+                    cache.finalize()
+        if world.distributed and self.config.storage == "disk":
+            distributed.barrier()  # rank 0 finalized every cache: the others read it from here on
+            if not holds_whole:
+                for split in missing:
+                    self.caches[split], lengths = self._open(split, splits[split])
+                    if lengths is not None:
+                        self.length_caches[split] = lengths
+        self.rows_by_rank = distributed.all_gather_objects(self.rows_extracted)
         self.extraction_seconds = time.perf_counter() - t0
 
     def _open(
-        self, split: str, dataset: Dataset, views: int, row_dim: int, has_lengths: bool, storage_device: torch.device
-    ) -> tuple[FeatureCache, FeatureCache | None, torch.Tensor]:
-        """(cache, lengths cache or None, rows still missing) of one split."""
-        n = len(dataset)
+        self, split: str, views: int, shard: tuple[int, int] = (0, 1)
+    ) -> tuple[FeatureCache, FeatureCache | None]:
+        """(cache, lengths cache or None) of one split; on disk, rows that a sharded
+        extraction left in shard caches come in first."""
         open_args = dict(
-            num_samples=n,
+            num_samples=len(getattr(self.data, split)),
             storage=self.config.storage,
             root=self._root(),
-            device=storage_device,
+            device=self._storage_device,
             kernels=self.config.kernels,
+            shard=shard,
         )
+        dataset = getattr(self.data, split)
         key = self._key(split, dataset, views, self.spec.layout, self._pooling, self.config.dtype)
-        cache = FeatureCache.open(key, row_dim=row_dim, **open_args)
-        self.caches[split] = cache
+        cache = FeatureCache.open(key, row_dim=self._row_dim, **open_args)
         lengths = None
-        if has_lengths:
+        if self._has_lengths:
             lkey = self._key(split, dataset, views, "lengths", "none", "float32")
-            lengths = self.length_caches[split] = FeatureCache.open(lkey, row_dim=1, **open_args)
-        missing = cache.missing()
-        if lengths is not None:
-            missing = torch.unique(torch.cat([missing, lengths.missing()]))
-        return cache, lengths, missing
+            lengths = FeatureCache.open(lkey, row_dim=1, **open_args)
+        for c in (cache, lengths):
+            if c is not None and not c.is_complete:
+                c.absorb_shards()
+        return cache, lengths
+
+    def _extract_shared(
+        self,
+        split: str,
+        views: int,
+        whole: tuple[FeatureCache, FeatureCache | None] | None,
+        missing: torch.Tensor,
+    ) -> None:
+        """One rank's part of a sharded extraction of ``missing`` rows, then the exchange."""
+        world = distributed.world()
+        mine = distributed.split_rows(missing, world.rank, world.size)
+        # rank 0 (or a memory cache) writes into the whole cache; other disk ranks into a
+        # shard of their own, which survives a kill of this rank
+        target = whole if whole is not None else self._open(split, views, shard=(world.rank, world.size))
+        todo = mine[torch.isin(mine, _missing(*target))]
+        if todo.numel():
+            self._extract(split, getattr(self.data, split), *target, todo, views)
+        self.rows_extracted[split] = int(todo.numel())
+        to_all = self.config.storage == "memory"  # memory: every rank needs every row; disk: rank 0 does
+        for cache in target:
+            for src in range(world.size):
+                rows = distributed.split_rows(missing, src, world.size)
+                if cache is not None and rows.numel() and (to_all or src != 0):
+                    _move_rows(cache, rows, src, None if to_all else 0)
+        if whole is None:  # our rows are committed in rank 0's cache once it passed this barrier
+            distributed.barrier()
+            for cache in target:
+                if cache is not None:
+                    path = cache.path
+                    cache.close()
+                    remove_cache_dir(path)
+        elif not to_all:
+            for cache in target:
+                if cache is not None:
+                    cache.commit()
+            distributed.barrier()
 
     def _root(self) -> Path | None:
         return Path(self.config.root) if self.config.root else None
@@ -444,4 +532,6 @@ class CachedFeatures:
             "layout": dataclasses.asdict(self.spec),
             "sample_shape": list(self.sample_shape),
             "splits": {split: cache.stats for split, cache in self.caches.items()},
+            # rows each rank ran the frozen part for, per split (one entry without torchrun)
+            "rows_extracted_by_rank": self.rows_by_rank,
         }

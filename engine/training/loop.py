@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
+from .. import distributed
 from ..config import ExtractionConfig, TrainConfig
 from ..errors import TLEngineError
 from ..execution import configure_execution
@@ -148,11 +151,42 @@ def is_better(task: Task, metric: str, value: float, best: float | None) -> bool
 
 
 def _cycle(task: Task, dataset: Dataset, *, batch_size: int, seed: int, device: torch.device) -> Iterator[Any]:
-    """Endless batches of ``dataset`` (reshuffled each pass by a seed derived from ``seed``)."""
+    """Endless batches of ``dataset`` (reshuffled each pass by a seed derived from ``seed``;
+    under torchrun, this rank's part of each)."""
     for n in itertools.count():
         loader = task.loader(dataset, batch_size=batch_size, shuffle=True, seed=derive_seed(seed, n))
-        for batch in loader:
+        for batch in distributed.shard_loader(loader) if distributed.world().distributed else loader:
             yield task.move_to(batch, device)
+
+
+class TrainingStep(nn.Module):
+    """The strategy's training step as a module's forward, so that under torchrun
+    DistributedDataParallel wraps the whole step (whatever parts the strategy calls) and
+    averages the gradients of everything it trained across the ranks in backward."""
+
+    def __init__(self, model: TransferModel, strategy: Strategy):
+        super().__init__()
+        self.model = model  # registers the parameters DDP synchronises
+        self.strategy = strategy
+
+    def forward(self, step: StepContext) -> dict[str, torch.Tensor]:
+        return self.strategy.training_step(step)
+
+
+def _distributed_step(model: TransferModel, strategy: Strategy, current: Any) -> Any:
+    """A DDP-wrapped :class:`TrainingStep` over the parameters that train now (rebuilt when
+    gradual unfreezing changes them: DDP fixes its set when it is made); None when nothing
+    trains. ``current`` is the wrapper of the epoch before, reused when it still fits."""
+    trainable = tuple(n for n, p in model.named_parameters() if p.requires_grad)
+    if current is not None and current.trainable == trainable:
+        return current
+    if not trainable:
+        return None
+    wrapped = DistributedDataParallel(
+        TrainingStep(model, strategy), find_unused_parameters=strategy.ddp_find_unused_parameters
+    )
+    wrapped.trainable = trainable
+    return wrapped
 
 
 def train_arm(
@@ -175,10 +209,15 @@ def train_arm(
     training continues after the saved epoch.
     """
     cfg, model, strategy = arm.train, arm.model, arm.strategy
+    world = distributed.world()
     best_path = state_path.with_name("best.safetensors")
     seed_everything(derive_seed(arm.seed, arm.name, "prepare"))
     strategy.prepare(model, arm.data)
     model.to(device)
+    if world.distributed and cfg.sync_batchnorm:
+        if device.type != "cuda":
+            raise TLEngineError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on CPU)")
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if strategy.fits_directly:
         return _fit_arm(task, arm, device=device, on_epoch=on_epoch, num_workers=num_workers)
     execution = configure_execution(
@@ -233,6 +272,7 @@ def train_arm(
         best = meta.get("best", best)
 
     last_epoch = start_epoch - 1
+    stepper = None  # under torchrun: the DDP-wrapped step
     for epoch in range(start_epoch, cfg.epochs + 1):
         if best["stopped"]:
             break
@@ -249,12 +289,16 @@ def train_arm(
         seed_everything(epoch_seed)
         trainable = strategy.apply(model, epoch)
         strategy.train_mode(model)
+        if world.distributed:
+            stepper = _distributed_step(model, strategy, stepper)
         if cached is not None:
             loader = cached.train_loader(epoch, batch_size=cfg.batch_size, seed=epoch_seed)
         else:
             loader = task.loader(
                 arm.data.train, batch_size=cfg.batch_size, shuffle=True, seed=epoch_seed, num_workers=num_workers
             )
+        if world.distributed:  # this rank's part of every batch; its loss weighted by that part's size
+            loader = distributed.shard_loader(loader)
         sums: dict[str, float] = {}
         seen = 0
         desc = f"{label or arm.key} epoch {epoch}/{cfg.epochs}"
@@ -273,15 +317,18 @@ def train_arm(
                 _extra=lambda name: next(extra[name]),
             )
             with autocast():
-                losses = strategy.training_step(step)
+                losses = stepper(step) if stepper is not None else strategy.training_step(step)
             loss = sum(losses.values())
             if loss.requires_grad:  # False when this epoch's plan trains nothing
                 optimizer.zero_grad(set_to_none=True)
+                # DDP averages the ranks' gradients: weighting each by its share of the batch
+                # makes that average the whole batch's gradient
+                scaled = loss * loader.weight(i) if world.distributed else loss
                 if scaler is not None:
-                    scaler.scale(loss).backward()
+                    scaler.scale(scaled).backward()
                     scaler.unscale_(optimizer)
                 else:
-                    loss.backward()
+                    scaled.backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
                 if scaler is not None:
@@ -290,13 +337,17 @@ def train_arm(
                 else:
                     optimizer.step()
             schedule.step()
-            n = _batch_size(targets)
+            n = loader.counts[i][0] if world.distributed else _batch_size(targets)
             seen += n
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
             if len(losses) > 1 or "loss" not in losses:
                 for k, v in losses.items():
                     sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + float(v.detach()) * n
 
+        if world.distributed:  # the whole batch's mean losses, not this rank's
+            names = sorted(sums)
+            seen, *totals = distributed.all_reduce_sum([seen, *(sums[k] for k in names)])
+            sums = dict(zip(names, totals))
         record: dict[str, Any] = {
             "stage": arm.stage,
             "arm": arm.name,
@@ -306,13 +357,14 @@ def train_arm(
             "lr": optimizer.param_groups[0]["lr"],
             "trainable_blocks": len(trainable),
         }
-        if has_val:
-            val = evaluate(task, net, eval_loader("val"), arm.data.info, device=device)
+        if has_val:  # under torchrun rank 0 evaluates (metrics need every prediction) and tells the others
+            val = distributed.on_main(lambda: evaluate(task, net, eval_loader("val"), arm.data.info, device=device))
             record.update({f"val_{k}": v for k, v in val.metrics.items()})
             value = val.metrics.get(metric)
             if value is not None and is_better(task, metric, value, best["value"]):
                 best.update(value=value, epoch=epoch, since=0)
-                checkpoint.save_tensors(best_path, model.state_dict(), {"epoch": epoch, metric: value})
+                if world.is_main:
+                    checkpoint.save_tensors(best_path, model.state_dict(), {"epoch": epoch, metric: value})
             else:
                 best["since"] += 1
             if cfg.patience and best["since"] >= cfg.patience and epoch < cfg.epochs:
@@ -322,6 +374,9 @@ def train_arm(
         seconds += epoch_seconds
         record["seconds"] = round(epoch_seconds, 3)
         history.append(record)
+        if not world.is_main:  # rank 0 writes the state every rank resumes from
+            last_epoch = epoch
+            continue
         checkpoint.save_training_state(
             state_path,
             model=model,
@@ -335,14 +390,20 @@ def train_arm(
         last_epoch = epoch
 
     last_epoch = history[-1]["epoch"] if history else last_epoch
+    stepper = None
     strategy.apply(model, last_epoch)
-    if cfg.keep == "best" and best["epoch"] is not None and best["epoch"] != last_epoch:
-        tensors, _ = checkpoint.load_tensors(best_path)
+    if cfg.keep == "best" and best["epoch"] is not None and best["epoch"] != last_epoch and world.is_main:
+        tensors, _ = checkpoint.load_tensors(best_path)  # rank 0's model is the one evaluated and saved
         model.load_state_dict(tensors)
-    val_eval = evaluate(task, net, eval_loader("val"), arm.data.info, device=device) if has_val else None
-    test_eval = evaluate(task, net, eval_loader("test"), arm.data.info, device=device)
-    evaluate_elsewhere(task, arm, model, test_eval, device=device, num_workers=num_workers)
-    evaluate_strategy_parts(task, arm, model, test_eval, device=device, num_workers=num_workers)
+
+    def final_evaluation() -> tuple[Evaluation | None, Evaluation]:
+        val_eval = evaluate(task, net, eval_loader("val"), arm.data.info, device=device) if has_val else None
+        test_eval = evaluate(task, net, eval_loader("test"), arm.data.info, device=device)
+        evaluate_elsewhere(task, arm, model, test_eval, device=device, num_workers=num_workers)
+        evaluate_strategy_parts(task, arm, model, test_eval, device=device, num_workers=num_workers)
+        return val_eval, test_eval
+
+    val_eval, test_eval = distributed.on_main(final_evaluation)
     cache_stats = None
     if cached is not None:
         cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}

@@ -201,6 +201,8 @@ class Pretext(Strategy):
 
     #: start from whatever the stage gives (weights, init_from), random with weights: null
     uses_pretrained: ClassVar[bool] = True
+    #: the task's own head sits in the model but no pretext loss reaches it
+    ddp_find_unused_parameters: ClassVar[bool] = True
 
     def trainable_blocks(self, num_blocks: int, epoch: int) -> int:
         return num_blocks
