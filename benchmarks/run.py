@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run kernels|training|extraction|text|detection|captioning|asr|all [--json] [--quick] [--out DIR]``.
+"""``python -m benchmarks.run kernels|training|extraction|text|detection|captioning|asr|scaling|all [--json] [--quick] [--out DIR]``.
 
 * ``kernels`` - fused ops vs eager reference vs torch.compile (:mod:`benchmarks.kernels`);
 * ``training`` - feature-extraction training, naive vs cached arms, through ``tlengine run``
@@ -17,7 +17,11 @@
 * ``asr`` - Whisper tiny.en speaker adaptation steps/s per method (LHUC, adapters, top-layer and
   full fine-tuning), greedy transcription's real-time factor, and speaker-ID training on cached
   encoder features vs naive through ``tlengine run`` (:mod:`benchmarks.asr`);
-* ``all`` - all seven, in that order, in one result.
+* ``scaling`` - extraction images/s and training samples/s on 1 and 2 processes (torchrun,
+  ``tlengine run --nproc 2``) with the cores each used, and the projection to N processes
+  from the measured figures and the all-reduce volume (:mod:`benchmarks.scaling`);
+* ``all`` - the first seven, in that order, in one result (``scaling`` runs on its own: it
+  starts process groups of its own).
 
 Also the body of ``tlengine bench``: :func:`main` puts the repository root on ``sys.path``
 first, so it works from any working directory (and as ``python benchmarks/run.py``).
@@ -45,7 +49,8 @@ def _echo(line: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     p.add_argument(
-        "what", choices=["kernels", "training", "extraction", "text", "detection", "captioning", "asr", "all"]
+        "what",
+        choices=["kernels", "training", "extraction", "text", "detection", "captioning", "asr", "scaling", "all"],
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of markdown")
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not numbers")
@@ -174,6 +179,14 @@ def _asr(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _scaling(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.scaling import run_scaling_benchmark
+
+    return run_scaling_benchmark(
+        quick=args.quick, epochs=args.epochs, output_dir=args.runs_dir, device=args.device, echo=_echo
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         import torch
@@ -193,6 +206,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _captioning(args)
     if args.what == "asr":
         return _asr(args)
+    if args.what == "scaling":
+        return _scaling(args)
     kernels, extraction, training, text = _kernels(args), _extraction(args), _training(args), _text(args)
     detection, captioning, asr = _detection(args), _captioning(args), _asr(args)
     strip = lambda r: {k: v for k, v in r.items() if k != "rows"}  # noqa: E731
@@ -225,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.asr import to_markdown, write_results  # report.py's, with the asr rows' section
 
     result = run(args)
+    if args.what == "scaling":  # its own table: processes, cores, the projection
+        from benchmarks.scaling import to_markdown as scaling_markdown
+
+        text = scaling_markdown(result)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "scaling.json").write_text(json.dumps(result, indent=2, default=str))
+            (args.out / "scaling.md").write_text(text)
+        print(json.dumps(result, default=str) if args.json else text)
+        return 0
     if args.out:
         json_path, md_path = write_results(result, args.out)
         _echo(f"wrote {json_path} and {md_path}")

@@ -413,7 +413,10 @@ def cache_rm(digests: tuple[str, ...], remove_all: bool, root: Path | None) -> N
 
 @main.command()
 @click.argument(
-    "what", type=click.Choice(["kernels", "training", "extraction", "text", "detection", "captioning", "asr", "all"])
+    "what",
+    type=click.Choice(
+        ["kernels", "training", "extraction", "text", "detection", "captioning", "asr", "scaling", "all"]
+    ),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--quick", is_flag=True, help="Small sizes (seconds, for smoke tests).")
@@ -428,7 +431,9 @@ def bench(what: str, as_json: bool, quick: bool, out: Path | None, no_compile: b
     training and encoder texts/s, dynamic padding vs max_length; detection: cached feature
     maps vs naive training and detector images/s; captioning: cached grid tokens vs naive
     training at equal BLEU-4 and captions/s, greedy vs beam search; asr: Whisper tiny.en
-    adaptation steps/s per method, transcription real-time factor, speaker-ID cached vs naive."""
+    adaptation steps/s per method, transcription real-time factor, speaker-ID cached vs naive;
+    scaling: extraction images/s and training samples/s on 1 and 2 processes, and the
+    projection to N."""
     repo = Path(__file__).resolve().parents[1]
     if not (repo / "benchmarks" / "run.py").is_file():
         raise TLEngineError(

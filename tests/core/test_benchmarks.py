@@ -445,3 +445,36 @@ def test_text_rows_and_skip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     skipped = run_text_benchmark(quick=True, epochs=2)
     assert skipped["rows"] == [] and "minilm-l6 weights are not installed" in skipped["skipped"]
     assert skipped["skipped"] in to_markdown(skipped).splitlines()
+
+
+@pytest.mark.slow
+def test_quick_scaling_benchmark_cli(tmp_path: Path) -> None:
+    """`tlengine bench scaling --quick --json`: three configs (1 process on 1 thread and on
+    every core, 2 processes under torchrun) each with both throughputs, and a projection whose
+    own N=1 and N=2 rows give back the measured step times it was built from."""
+    from benchmarks.scaling import to_markdown
+
+    cmd = [sys.executable, "-m", "tlengine", "bench", "scaling", "--quick", "--json", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["kind"] == "scaling" and result["device"] == "cpu"
+    rows = result["rows"]
+    assert [r["processes"] for r in rows] == [1, 1, 2]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["extraction_images_per_s"] > 0 and r["training_samples_per_s"] > 0
+        assert r["cores_used"] == r["processes"] * r["threads_per_process"]
+    assert rows[0]["threads_per_process"] == 1 and rows[0]["training_speedup"] == pytest.approx(1.0)
+    # the 2-process run extracted half the rows on each rank
+    by_rank = rows[2]["rows_extracted_by_rank"]
+    assert len(by_rank) == 2 and all(sum(r.values()) > 0 for r in by_rank)
+    p = result["projection"]
+    assert p["gradient_bytes"] == 4 * rows[2]["trainable_parameters"] > 0
+    batch = result["batch_size"]
+    one, two = p["rows"][0], p["rows"][1]
+    assert one["samples_per_s"] == pytest.approx(batch / p["step_seconds_1"], rel=1e-6)
+    assert two["samples_per_s"] == pytest.approx(batch / p["step_seconds_2"], rel=1e-6)
+    assert [r["processes"] for r in p["rows"]] == [1, 2, 4, 8]
+    text = (tmp_path / "scaling.md").read_text()
+    assert text == to_markdown(result) and "| 2 procs x 1 |" in text and "Projection" in text

@@ -1,7 +1,7 @@
 """The pieces of multi-process runs that need no second process: how batches and cache rows
 split across ranks, and moving cache rows between caches byte for byte.
 
-(The runs themselves, on two gloo processes under torchrun, are in tests/e2e/test_distributed.py.)
+(The runs themselves, on two gloo processes under torchrun, are in tests/e2e/test_multiprocess_runs.py.)
 """
 
 from __future__ import annotations
