@@ -397,6 +397,8 @@ class CachedFeatures:
         missing: torch.Tensor,
     ) -> None:
         """One rank's part of a sharded extraction of ``missing`` rows, then the exchange."""
+        if not missing.numel():  # every rank sees the same rows: nothing to split, nothing to exchange
+            return
         world = distributed.world()
         mine = distributed.split_rows(missing, world.rank, world.size)
         # rank 0 (or a memory cache) writes into the whole cache; other disk ranks into a

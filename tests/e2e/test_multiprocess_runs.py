@@ -146,7 +146,13 @@ def _start(pipeline: Path, out: Path) -> subprocess.Popen:
 def test_kill_of_one_rank_mid_training_then_resume(tmp_path):
     """kill -9 of rank 1 during epoch 2: torchrun stops rank 0, the run is left resumable, and
     `--resume` on two processes ends with the metrics of a run that was never stopped."""
-    c = config(tmp_path / "c", strategy={"name": "fine-tune", "backbone_lr_mult": 0.5}, compare=[])
+    # gradual unfreezing: what trains changes every epoch, so the DDP wrapper is rebuilt, resumed ones too
+    strategy = {
+        "name": "fine-tune",
+        "backbone_lr_mult": 0.5,
+        "gradual_unfreezing": {"start_epoch": 1, "every_epochs": 1},
+    }
+    c = config(tmp_path / "c", strategy=strategy, compare=[])
     c["data"]["args"].update(per_class=60, size=64)
     c["model"].update(backbone="resnet18", input_size=64)
     c["train"].update(epochs=3, batch_size=16)
