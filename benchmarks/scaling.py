@@ -29,8 +29,8 @@ bw = the all-reduce bandwidth. At N = 2 the measured step time gives the effecti
 this machine's gloo (t_comm = t_step(2) - t_step(1)/2, bw = G / t_comm); the projection rows
 use it, and on GPUs one puts in the link's (NVLink ~ 300 GB/s, PCIe 4 x16 ~ 25 GB/s, 100
 Gb/s InfiniBand ~ 12 GB/s). Extraction needs no all-reduce: images/s(N) ~ N x e1, less the
-one-off exchange of the cached rows. On a machine with GPUs the same command measures them
-(``--device cuda``: processes use one GPU each).
+one-off exchange of the cached rows. Where two or more GPUs are present the same command
+measures 1 and 2 GPUs (one per process) instead; ``--device cpu`` keeps it on the CPU.
 """
 
 from __future__ import annotations
