@@ -15,6 +15,8 @@ What the ranks share (see ARCHITECTURE.md, "Running on several processes"):
 * each global batch (what one process would train on) is split across the ranks
   (:func:`shard_loader`), and each rank's loss is weighted by its share of the batch, so
   the averaged gradient is the gradient of the whole batch;
+* evaluation batches go whole to the ranks in turn (:func:`whole_batches`); rank 0 scores
+  what they all predicted;
 * feature extraction splits the rows still missing across the ranks
   (:mod:`tlengine.training.feature_cache`).
 
@@ -120,6 +122,15 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def gather_objects(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0; None on the others."""
+    if not _world.distributed:
+        return [obj]
+    out: list[Any] | None = [None] * _world.size if _world.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def all_reduce_sum(values: list[float]) -> list[float]:
     """Element-wise sums of ``values`` over the ranks (float64)."""
     if not _world.distributed or not values:
@@ -202,31 +213,53 @@ class ShardedLoader:
         return mine * self.size / whole if whole else 0.0
 
 
-def shard_loader(loader: DataLoader, w: World | None = None) -> ShardedLoader:
-    """Split each batch of ``loader`` (any task's: its own batch sampler, collate and
-    workers are kept) across the ranks: rank r takes positions r, r+size, ... of it."""
-    w = w or _world
-    # The order one process would see, drawn through a DataLoader like the task's (it takes
-    # a seed from the loader's generator before its sampler draws) but loading nothing.
+def _batches(loader: DataLoader) -> list[list[int]]:
+    """The batches (lists of dataset positions) ``loader`` gives one process, in order: drawn
+    through a DataLoader like it (which takes a seed from the loader's generator before its
+    sampler draws) that loads nothing."""
     positions = DataLoader(
         range(len(loader.dataset)),  # type: ignore[arg-type]
         batch_sampler=loader.batch_sampler,
         collate_fn=list,
         generator=loader.generator,
     )
-    batches = list(positions)
-    local, counts = [], []
-    for batch in batches:
-        mine = batch[w.rank :: w.size]
-        counts.append((len(mine), len(batch)))
-        local.append(mine or batch[:1])
-    sharded = DataLoader(
+    return list(positions)
+
+
+def _loader_over(loader: DataLoader, batches: list[list[int]]) -> DataLoader:
+    """``loader``'s dataset, collate and workers over the given batches."""
+    return DataLoader(
         loader.dataset,
-        batch_sampler=local,
+        batch_sampler=batches,
         collate_fn=loader.collate_fn,
         num_workers=loader.num_workers,
         pin_memory=loader.pin_memory,
         worker_init_fn=loader.worker_init_fn,
         generator=loader.generator,  # its seed draw comes from there, as the task's loader's does
     )
-    return ShardedLoader(sharded, counts, w.size)
+
+
+def whole_batches(loader: DataLoader, w: World | None = None) -> DataLoader:
+    """This rank's whole batches of ``loader``: batch i goes to rank i mod size, none split,
+    none repeated (how an evaluation is shared; :func:`in_loader_order` puts them back)."""
+    w = w or _world
+    return _loader_over(loader, _batches(loader)[w.rank :: w.size])
+
+
+def in_loader_order(per_rank: list[list[Any]]) -> list[Any]:
+    """Undo :func:`whole_batches`: per-rank lists of per-batch results -> one list in batch order."""
+    size, total = len(per_rank), sum(len(r) for r in per_rank)
+    return [per_rank[i % size][i // size] for i in range(total)]
+
+
+def shard_loader(loader: DataLoader, w: World | None = None) -> ShardedLoader:
+    """Split each batch of ``loader`` (any task's: its own batch sampler, collate and
+    workers are kept) across the ranks: rank r takes positions r, r+size, ... of it."""
+    w = w or _world
+    local, counts = [], []
+    batches = _batches(loader)
+    for batch in batches:
+        mine = batch[w.rank :: w.size]
+        counts.append((len(mine), len(batch)))
+        local.append(mine or batch[:1])
+    return ShardedLoader(_loader_over(loader, local), counts, w.size)

@@ -236,10 +236,29 @@ class Task(ABC):
         return self.loss(model(inputs), targets)
 
     # ------------------------------------------------------------------ evaluation
-    @abstractmethod
     def evaluate(self, model: Any, loader: DataLoader, device: torch.device, info: dict[str, Any]) -> Evaluation:
         """Metrics of ``model`` over ``loader`` (model is in eval mode, under no_grad).
-        ``info`` is ``TaskData.info`` (e.g. class names)."""
+        ``info`` is ``TaskData.info`` (e.g. class names).
+
+        Implement this, or the two halves it is made of by default: :meth:`evaluation_batch`
+        (what the metrics need of one batch) and :meth:`score` (the metrics from every
+        batch's). With the halves, processes under torchrun each evaluate their share of the
+        batches and rank 0 scores them all; with ``evaluate`` alone rank 0 evaluates every batch."""
+        return self.score([self.evaluation_batch(model, batch, device) for batch in loader], info)
+
+    def evaluation_batch(self, model: Any, batch: Any, device: torch.device) -> Any:
+        """What the metrics need of one loader batch (predictions and targets), on the CPU and
+        plain enough to pickle: under torchrun it travels to rank 0."""
+        raise NotImplementedError(f"task '{self.name}' implements neither evaluate nor evaluation_batch and score")
+
+    def score(self, outcomes: list[Any], info: dict[str, Any]) -> Evaluation:
+        """The metrics from :meth:`evaluation_batch`'s result for every batch, in loader order."""
+        raise NotImplementedError(f"task '{self.name}' implements neither evaluate nor evaluation_batch and score")
+
+    @property
+    def scores_in_parts(self) -> bool:
+        """Whether the task evaluates in the two halves, so processes can share an evaluation."""
+        return type(self).score is not Task.score
 
     def write_reports(self, run_dir: Path, arms: dict[str, Evaluation], info: dict[str, Any]) -> list[Path]:
         """Task-specific plots and tables for the test evaluations of each arm

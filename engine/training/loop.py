@@ -101,6 +101,23 @@ def evaluate(task: Task, model: Any, loader: Any, info: dict[str, Any], *, devic
         return task.evaluate(model, loader, device, info)
 
 
+def evaluate_shared(task: Task, model: Any, loader: Any, info: dict[str, Any], *, device: torch.device) -> Evaluation:
+    """:func:`evaluate`, the same on every rank under torchrun. A task that scores in parts
+    (:attr:`Task.scores_in_parts`) has each rank evaluate its share of the batches
+    (:func:`tlengine.distributed.whole_batches`) and rank 0 score them all; otherwise rank 0
+    evaluates alone. Either way every sample counts once, and rank 0 hands the metrics on."""
+    if not distributed.world().distributed:
+        return evaluate(task, model, loader, info, device=device)
+    if not task.scores_in_parts:
+        return distributed.on_main(lambda: evaluate(task, model, loader, info, device=device))
+    mine = distributed.whole_batches(loader)
+    model.eval()
+    with torch.inference_mode():
+        outcomes = [task.evaluation_batch(model, batch, device) for batch in mine]
+    gathered = distributed.gather_objects(outcomes)
+    return distributed.on_main(lambda: task.score(distributed.in_loader_order(gathered), info))
+
+
 def evaluate_elsewhere(
     task: Task, arm: Arm, model: TransferModel, test: Evaluation, *, device: torch.device, num_workers: int
 ) -> None:
@@ -357,8 +374,8 @@ def train_arm(
             "lr": optimizer.param_groups[0]["lr"],
             "trainable_blocks": len(trainable),
         }
-        if has_val:  # under torchrun rank 0 evaluates (metrics need every prediction) and tells the others
-            val = distributed.on_main(lambda: evaluate(task, net, eval_loader("val"), arm.data.info, device=device))
+        if has_val:
+            val = evaluate_shared(task, net, eval_loader("val"), arm.data.info, device=device)
             record.update({f"val_{k}": v for k, v in val.metrics.items()})
             value = val.metrics.get(metric)
             if value is not None and is_better(task, metric, value, best["value"]):
@@ -392,18 +409,19 @@ def train_arm(
     last_epoch = history[-1]["epoch"] if history else last_epoch
     stepper = None
     strategy.apply(model, last_epoch)
-    if cfg.keep == "best" and best["epoch"] is not None and best["epoch"] != last_epoch and world.is_main:
-        tensors, _ = checkpoint.load_tensors(best_path)  # rank 0's model is the one evaluated and saved
+    if cfg.keep == "best" and best["epoch"] is not None and best["epoch"] != last_epoch:
+        distributed.barrier()  # under torchrun: rank 0 has written the best weights every rank loads
+        tensors, _ = checkpoint.load_tensors(best_path)
         model.load_state_dict(tensors)
+    val_eval = evaluate_shared(task, net, eval_loader("val"), arm.data.info, device=device) if has_val else None
+    test_eval = evaluate_shared(task, net, eval_loader("test"), arm.data.info, device=device)
 
-    def final_evaluation() -> tuple[Evaluation | None, Evaluation]:
-        val_eval = evaluate(task, net, eval_loader("val"), arm.data.info, device=device) if has_val else None
-        test_eval = evaluate(task, net, eval_loader("test"), arm.data.info, device=device)
+    def evaluate_more() -> Evaluation:  # other datasets and the strategy's heads: rank 0 alone
         evaluate_elsewhere(task, arm, model, test_eval, device=device, num_workers=num_workers)
         evaluate_strategy_parts(task, arm, model, test_eval, device=device, num_workers=num_workers)
-        return val_eval, test_eval
+        return test_eval
 
-    val_eval, test_eval = distributed.on_main(final_evaluation)
+    test_eval = distributed.on_main(evaluate_more)
     cache_stats = None
     if cached is not None:
         cache_stats = {**cached.stats(), "head_training_seconds": round(seconds, 3)}

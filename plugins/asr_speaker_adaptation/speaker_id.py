@@ -407,19 +407,18 @@ class SpeakerIdentificationTask(Task):
     def training_loss(self, model: Any, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(inputs).float(), targets, label_smoothing=self.train_config.label_smoothing)
 
-    def evaluate(self, model: Any, loader: DataLoader, device: torch.device, info: dict[str, Any]) -> Evaluation:
-        probs, trues, total_loss = [], [], 0.0
-        for batch in loader:
-            inputs, targets = self.move_to(batch, device)
-            logits = model(inputs).float()
-            total_loss += float(F.cross_entropy(logits, targets, reduction="sum"))
-            probs.append(logits.softmax(1).cpu())
-            trues.append(targets.cpu())
-        classes = list(info["classes"])
-        y_true = torch.cat(trues) if trues else torch.zeros(0, dtype=torch.int64)
-        y_pred = torch.cat(probs).argmax(1) if probs else torch.zeros(0, dtype=torch.int64)
-        metrics, details = speaker_metrics(y_true, y_pred, classes)
-        metrics["loss"] = total_loss / max(len(y_true), 1)
+    def evaluation_batch(self, model: Any, batch: Any, device: torch.device) -> dict[str, Any]:
+        inputs, targets = self.move_to(batch, device)
+        logits = model(inputs).float()
+        loss = float(F.cross_entropy(logits, targets, reduction="sum"))
+        return {"pred": logits.argmax(1).cpu(), "true": targets.cpu(), "loss": loss}
+
+    def score(self, outcomes: list[dict[str, Any]], info: dict[str, Any]) -> Evaluation:
+        empty = torch.zeros(0, dtype=torch.int64)
+        y_true = torch.cat([o["true"] for o in outcomes]) if outcomes else empty
+        y_pred = torch.cat([o["pred"] for o in outcomes]) if outcomes else empty
+        metrics, details = speaker_metrics(y_true, y_pred, list(info["classes"]))
+        metrics["loss"] = sum(o["loss"] for o in outcomes) / max(len(y_true), 1)
         return Evaluation(metrics, details)
 
     # ------------------------------------------------------------------ feature cache

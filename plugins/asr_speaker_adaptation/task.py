@@ -199,17 +199,20 @@ class SpeechRecognitionTask(Task):
     def training_loss(self, model: Any, inputs: Any, targets: Any) -> torch.Tensor:
         return model(inputs, targets)
 
-    def evaluate(self, model: Any, loader: DataLoader, device: torch.device, info: dict[str, Any]) -> Evaluation:
+    def evaluation_batch(self, model: Any, batch: Any, device: torch.device) -> dict[str, list[str]]:
+        inputs, targets = self.move_to(batch, device)
+        return {
+            "hyps": list(model.transcribe(inputs)),
+            "refs": list(targets["texts"]),
+            "speakers": list(targets["speakers"]),
+        }
+
+    def score(self, outcomes: list[dict[str, list[str]]], info: dict[str, Any]) -> Evaluation:
         from .scoring import error_rates, per_speaker_error_rates
 
-        refs: list[str] = []
-        hyps: list[str] = []
-        speakers: list[str] = []
-        for batch in loader:
-            inputs, targets = self.move_to(batch, device)
-            hyps += model.transcribe(inputs)
-            refs += targets["texts"]
-            speakers += targets["speakers"]
+        hyps = [h for o in outcomes for h in o["hyps"]]
+        refs = [r for o in outcomes for r in o["refs"]]
+        speakers = [s for o in outcomes for s in o["speakers"]]
         normalizer = TextNormalizer.model_validate(info.get("normalizer", {}))
         per_speaker = per_speaker_error_rates(refs, hyps, speakers, normalizer)
         target = info.get("adapted_to")

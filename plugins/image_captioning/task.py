@@ -31,7 +31,7 @@ from tlengine.errors import ConfigError, DataError, TLEngineError
 from tlengine.execution import InputFormat
 from tlengine.model import TransferModel
 from tlengine.task import CacheSpec, Evaluation, PredictInput, Task, TaskData
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from . import batches
 from .datasets import CaptionSamples
@@ -309,15 +309,15 @@ class ImageCaptioningTask(Task):
     def training_loss(self, model: Any, inputs: Any, targets: Any) -> torch.Tensor:
         return model(inputs, targets)
 
-    def evaluate(self, model: Any, loader: DataLoader, device: torch.device, info: dict[str, Any]) -> Evaluation:
+    def evaluation_batch(self, model: Any, batch: Any, device: torch.device) -> dict[str, list[Any]]:
+        inputs, targets = self.move_to(batch, device)
+        return {"predictions": list(model(inputs)), "references": [list(t.captions) for t in targets]}
+
+    def score(self, outcomes: list[dict[str, list[Any]]], info: dict[str, Any]) -> Evaluation:
         from .metrics import score_captions
 
-        predictions: list[str] = []
-        references: list[list[str]] = []
-        for batch in loader:
-            inputs, targets = self.move_to(batch, device)
-            predictions += model(inputs)
-            references += [t.captions for t in targets]
+        predictions = [p for o in outcomes for p in o["predictions"]]
+        references = [r for o in outcomes for r in o["references"]]
         scores = score_captions(predictions, references)
         samples = [
             {"prediction": p, "references": r, **{k: round(v, 4) for k, v in s.items()}}

@@ -17,7 +17,7 @@ from tlengine.reporting.plots import plot_confusion
 from tlengine.task import Evaluation, PredictInput, Task, TaskData
 from tlengine.training.metrics import classification_metrics
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from . import extraction
 from .datasets import ImageSamples, open_image, verify_images
@@ -244,19 +244,16 @@ class ImageClassificationTask(Task):
     def training_loss(self, model: Any, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(inputs).float(), targets, label_smoothing=self.train_config.label_smoothing)
 
-    def evaluate(
-        self, model: TransferModel, loader: DataLoader, device: torch.device, info: dict[str, Any]
-    ) -> Evaluation:
-        preds, trues, total_loss = [], [], 0.0
-        for batch in loader:
-            inputs, targets = self.move_to(batch, device)
-            logits = model(inputs).float()
-            total_loss += float(F.cross_entropy(logits, targets, reduction="sum"))
-            preds.append(logits.argmax(1).cpu())
-            trues.append(targets.cpu())
-        y_true, y_pred = torch.cat(trues), torch.cat(preds)
-        result = classification_metrics(y_true, y_pred, info["classes"])
-        result.metrics["loss"] = total_loss / max(len(y_true), 1)
+    def evaluation_batch(self, model: TransferModel, batch: Any, device: torch.device) -> dict[str, Any]:
+        inputs, targets = self.move_to(batch, device)
+        logits = model(inputs).float()
+        loss = float(F.cross_entropy(logits, targets, reduction="sum"))
+        return {"pred": logits.argmax(1).cpu(), "true": targets.cpu(), "loss": loss}
+
+    def score(self, outcomes: list[dict[str, Any]], info: dict[str, Any]) -> Evaluation:
+        y_true = torch.cat([o["true"] for o in outcomes])
+        result = classification_metrics(y_true, torch.cat([o["pred"] for o in outcomes]), info["classes"])
+        result.metrics["loss"] = sum(o["loss"] for o in outcomes) / max(len(y_true), 1)
         return result
 
     # ------------------------------------------------------------------ reports

@@ -28,7 +28,7 @@ from tlengine.errors import ConfigError, DataError
 from tlengine.execution import InputFormat
 from tlengine.model import TransferModel
 from tlengine.task import CacheSpec, Evaluation, PredictInput, Task, TaskData
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from . import batches
 from .datasets import DetectionSamples
@@ -294,28 +294,35 @@ class ObjectDetectionTask(Task):
     def training_loss(self, model: Any, inputs: Any, targets: Any) -> dict[str, torch.Tensor]:
         return model(inputs, targets)
 
-    def evaluate(self, model: Any, loader: DataLoader, device: torch.device, info: dict[str, Any]) -> Evaluation:
+    def evaluation_batch(self, model: Any, batch: Any, device: torch.device) -> list[dict[str, Any]]:
+        """Per image: the predicted boxes (in model input coordinates), the true ones, its size."""
+        inputs, targets = self.move_to(batch, device)
+        outputs = model(inputs)
+        return [
+            {
+                "pred": {k: v.detach().cpu() for k, v in out.items()},
+                "truth": {"boxes": t["orig_boxes"].cpu(), "labels": t["orig_labels"].cpu()},
+                "orig_size": t["orig_size"].cpu(),
+            }
+            for t, out in zip(targets, outputs)
+        ]
+
+    def score(self, outcomes: list[list[dict[str, Any]]], info: dict[str, Any]) -> Evaluation:
         size = int(info["preprocessing"]["input_size"])
-        truths, predictions, examples, image_sizes = [], [], [], []
-        for batch in loader:
-            inputs, targets = self.move_to(batch, device)
-            outputs = model(inputs)
-            for target, out in zip(targets, outputs):
-                pred = batches.to_original(
-                    {k: v.detach().cpu() for k, v in out.items()}, target["orig_size"].cpu(), size
-                )
-                truths.append({"boxes": target["orig_boxes"].cpu(), "labels": target["orig_labels"].cpu()})
-                image_sizes.append(target["orig_size"].tolist())
-                predictions.append(pred)
-                if len(examples) < REPORT_IMAGES:
-                    keep = pred["scores"] >= REPORT_SCORE
-                    examples.append(
-                        {
-                            "boxes": [[round(float(v), 1) for v in b] for b in pred["boxes"][keep]],
-                            "labels": [int(v) for v in pred["labels"][keep]],
-                            "scores": [round(float(v), 3) for v in pred["scores"][keep]],
-                        }
-                    )
+        images = [image for batch in outcomes for image in batch]
+        truths = [i["truth"] for i in images]
+        predictions = [batches.to_original(i["pred"], i["orig_size"], size) for i in images]
+        image_sizes = [i["orig_size"].tolist() for i in images]
+        examples = []
+        for pred in predictions[:REPORT_IMAGES]:
+            keep = pred["scores"] >= REPORT_SCORE
+            examples.append(
+                {
+                    "boxes": [[round(float(v), 1) for v in b] for b in pred["boxes"][keep]],
+                    "labels": [int(v) for v in pred["labels"][keep]],
+                    "scores": [round(float(v), 3) for v in pred["scores"][keep]],
+                }
+            )
         result = coco_evaluate(truths, predictions, info["classes"])
         result.details["examples"] = examples
         sizes = [{**t, "image_size": [int(v) for v in t_size]} for t, t_size in zip(truths, image_sizes)]

@@ -224,19 +224,17 @@ class TextClassificationTask(Task):
             logits, targets, weight=self._weights_on(logits.device), label_smoothing=self.train_config.label_smoothing
         )
 
-    def evaluate(self, model: Any, loader: DataLoader, device: torch.device, info: dict[str, Any]) -> Evaluation:
-        probs, trues, total_loss = [], [], 0.0
-        for batch in loader:
-            inputs, targets = self.move_to(batch, device)
-            logits = model(inputs).float()
-            total_loss += float(F.cross_entropy(logits, targets, reduction="sum"))
-            probs.append(logits.softmax(1).cpu())
-            trues.append(targets.cpu())
-        y_true = torch.cat(trues)
-        result = text_classification_metrics(
-            y_true, torch.cat(probs), info["classes"], positive_class=info.get("positive_class")
-        )
-        result.metrics["loss"] = total_loss / max(len(y_true), 1)
+    def evaluation_batch(self, model: Any, batch: Any, device: torch.device) -> dict[str, Any]:
+        inputs, targets = self.move_to(batch, device)
+        logits = model(inputs).float()
+        loss = float(F.cross_entropy(logits, targets, reduction="sum"))
+        return {"probs": logits.softmax(1).cpu(), "true": targets.cpu(), "loss": loss}
+
+    def score(self, outcomes: list[dict[str, Any]], info: dict[str, Any]) -> Evaluation:
+        y_true = torch.cat([o["true"] for o in outcomes])
+        probs = torch.cat([o["probs"] for o in outcomes])
+        result = text_classification_metrics(y_true, probs, info["classes"], positive_class=info.get("positive_class"))
+        result.metrics["loss"] = sum(o["loss"] for o in outcomes) / max(len(y_true), 1)
         return result
 
     def write_reports(self, run_dir: Path, arms: dict[str, Evaluation], info: dict[str, Any]) -> list[Path]:

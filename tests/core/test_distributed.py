@@ -124,3 +124,12 @@ def test_disk_cache_takes_in_the_rows_of_an_interrupted_shard(tmp_path):
     reopened = FeatureCache.open(key, num_samples=6, row_dim=5, storage="disk", root=tmp_path)
     assert sorted(set(range(12)) - set(reopened.missing().tolist())) == [1, 3, 5]  # committed, durable
     reopened.close()
+
+
+@pytest.mark.parametrize("n,batch_size,size", [(25, 10, 2), (23, 4, 3), (3, 4, 2)])
+def test_shared_evaluation_sees_every_batch_once_and_in_order(n, batch_size, size):
+    """Evaluation batches go whole to the ranks in turn; put back in loader order they are
+    exactly what one process evaluates (a rank may get none)."""
+    loader = DataLoader(list(range(n)), batch_size=batch_size, shuffle=False, collate_fn=list)
+    per_rank = [list(distributed.whole_batches(loader, World(r, size))) for r in range(size)]
+    assert distributed.in_loader_order(per_rank) == list(loader)
