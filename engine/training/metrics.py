@@ -9,12 +9,38 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from ..task import Evaluation
+
+
+def classifier_batch(
+    logits: torch.Tensor, targets: torch.Tensor, *, keep: Literal["pred", "probs"] = "pred"
+) -> dict[str, Any]:
+    """What a classifier's metrics need of one batch (a task's ``evaluation_batch``): the
+    summed cross-entropy of ``logits`` [N,K] against ``targets`` [N], the targets, and the
+    predicted classes [N] (``keep="pred"``) or the class probabilities [N,K] (``"probs"``), on the CPU."""
+    logits = logits.float()
+    kept = logits.argmax(1) if keep == "pred" else logits.softmax(1)
+    loss = float(F.cross_entropy(logits, targets, reduction="sum"))
+    return {keep: kept.cpu(), "true": targets.cpu(), "loss": loss}
+
+
+def classifier_totals(
+    outcomes: list[dict[str, Any]], *, keep: Literal["pred", "probs"] = "pred"
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """:func:`classifier_batch`'s results of every batch -> (targets [N], predictions [N] or
+    probabilities [N,K], mean cross-entropy); empty tensors when there were no batches."""
+    if not outcomes:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), 0.0
+    y_true = torch.cat([o["true"] for o in outcomes])
+    kept = torch.cat([o[keep] for o in outcomes])
+    return y_true, kept, sum(o["loss"] for o in outcomes) / max(len(y_true), 1)
 
 
 def _as_int_array(values: Any, what: str) -> np.ndarray:

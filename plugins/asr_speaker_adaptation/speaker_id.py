@@ -40,6 +40,7 @@ from tlengine.errors import DataError
 from tlengine.execution import InputFormat
 from tlengine.model import TransferModel
 from tlengine.task import CacheSpec, Evaluation, PredictInput, Task, TaskData
+from tlengine.training.metrics import classifier_batch, classifier_totals
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -409,16 +410,12 @@ class SpeakerIdentificationTask(Task):
 
     def evaluation_batch(self, model: Any, batch: Any, device: torch.device) -> dict[str, Any]:
         inputs, targets = self.move_to(batch, device)
-        logits = model(inputs).float()
-        loss = float(F.cross_entropy(logits, targets, reduction="sum"))
-        return {"pred": logits.argmax(1).cpu(), "true": targets.cpu(), "loss": loss}
+        return classifier_batch(model(inputs), targets)
 
     def score(self, outcomes: list[dict[str, Any]], info: dict[str, Any]) -> Evaluation:
-        empty = torch.zeros(0, dtype=torch.int64)
-        y_true = torch.cat([o["true"] for o in outcomes]) if outcomes else empty
-        y_pred = torch.cat([o["pred"] for o in outcomes]) if outcomes else empty
+        y_true, y_pred, loss = classifier_totals(outcomes)
         metrics, details = speaker_metrics(y_true, y_pred, list(info["classes"]))
-        metrics["loss"] = sum(o["loss"] for o in outcomes) / max(len(y_true), 1)
+        metrics["loss"] = loss
         return Evaluation(metrics, details)
 
     # ------------------------------------------------------------------ feature cache

@@ -15,7 +15,7 @@ from tlengine.execution import InputFormat
 from tlengine.model import TransferModel
 from tlengine.reporting.plots import plot_confusion
 from tlengine.task import Evaluation, PredictInput, Task, TaskData
-from tlengine.training.metrics import classification_metrics
+from tlengine.training.metrics import classification_metrics, classifier_batch, classifier_totals
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
@@ -246,14 +246,12 @@ class ImageClassificationTask(Task):
 
     def evaluation_batch(self, model: TransferModel, batch: Any, device: torch.device) -> dict[str, Any]:
         inputs, targets = self.move_to(batch, device)
-        logits = model(inputs).float()
-        loss = float(F.cross_entropy(logits, targets, reduction="sum"))
-        return {"pred": logits.argmax(1).cpu(), "true": targets.cpu(), "loss": loss}
+        return classifier_batch(model(inputs), targets)
 
     def score(self, outcomes: list[dict[str, Any]], info: dict[str, Any]) -> Evaluation:
-        y_true = torch.cat([o["true"] for o in outcomes])
-        result = classification_metrics(y_true, torch.cat([o["pred"] for o in outcomes]), info["classes"])
-        result.metrics["loss"] = sum(o["loss"] for o in outcomes) / max(len(y_true), 1)
+        y_true, y_pred, loss = classifier_totals(outcomes)
+        result = classification_metrics(y_true, y_pred, info["classes"])
+        result.metrics["loss"] = loss
         return result
 
     # ------------------------------------------------------------------ reports

@@ -20,6 +20,7 @@ from tlengine.config import DataConfig, ModelConfig
 from tlengine.errors import DataError, TLEngineError
 from tlengine.execution import InputFormat
 from tlengine.task import CacheSpec, Evaluation, PredictInput, Task, TaskData
+from tlengine.training.metrics import classifier_batch, classifier_totals
 from torch.utils.data import DataLoader, Dataset
 
 from . import encoders
@@ -226,15 +227,12 @@ class TextClassificationTask(Task):
 
     def evaluation_batch(self, model: Any, batch: Any, device: torch.device) -> dict[str, Any]:
         inputs, targets = self.move_to(batch, device)
-        logits = model(inputs).float()
-        loss = float(F.cross_entropy(logits, targets, reduction="sum"))
-        return {"probs": logits.softmax(1).cpu(), "true": targets.cpu(), "loss": loss}
+        return classifier_batch(model(inputs), targets, keep="probs")
 
     def score(self, outcomes: list[dict[str, Any]], info: dict[str, Any]) -> Evaluation:
-        y_true = torch.cat([o["true"] for o in outcomes])
-        probs = torch.cat([o["probs"] for o in outcomes])
+        y_true, probs, loss = classifier_totals(outcomes, keep="probs")
         result = text_classification_metrics(y_true, probs, info["classes"], positive_class=info.get("positive_class"))
-        result.metrics["loss"] = sum(o["loss"] for o in outcomes) / max(len(y_true), 1)
+        result.metrics["loss"] = loss
         return result
 
     def write_reports(self, run_dir: Path, arms: dict[str, Evaluation], info: dict[str, Any]) -> list[Path]:
