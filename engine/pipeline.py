@@ -22,7 +22,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -82,6 +82,13 @@ class Prepared:
     @property
     def seeds(self) -> list[int]:
         return self.config.seed_list
+
+    def arms(self) -> Iterator[tuple[PreparedStage, int, StrategyConfig]]:
+        """(stage, seed, arm) in the order a run trains them: stage by stage, seed by seed."""
+        for st in self.stages:
+            for seed in self.seeds:
+                for arm_cfg in st.plan.arms:
+                    yield st, seed, arm_cfg
 
 
 class Runner:
@@ -224,14 +231,11 @@ class Runner:
                     run_dir=run.path, arm=record["arm"], epoch=record["epoch"], metrics=dict(record)
                 )
 
-            results: dict[str, dict[str, dict[int, ArmResult]]] = {}
-            for st in p.stages:
-                results[st.plan.name] = {a.arm: {} for a in st.plan.arms}
-                for seed in p.seeds:
-                    for arm_cfg in st.plan.arms:
-                        results[st.plan.name][arm_cfg.arm][seed] = self._run_arm(
-                            p, st, arm_cfg, seed, run, on_epoch, resume
-                        )
+            results: dict[str, dict[str, dict[int, ArmResult]]] = {
+                st.plan.name: {a.arm: {} for a in st.plan.arms} for st in p.stages
+            }
+            for st, seed, arm_cfg in p.arms():
+                results[st.plan.name][arm_cfg.arm][seed] = self._run_arm(p, st, arm_cfg, seed, run, on_epoch, resume)
             final = p.stages[-1]
             summary = build_summary(
                 config=p.config,
@@ -257,10 +261,8 @@ class Runner:
         """A rank other than 0 under torchrun: train every arm in step with rank 0 (its share of
         each batch and of each extraction) and write nothing."""
         self._build_kernels(p)
-        for st in p.stages:
-            for seed in p.seeds:
-                for arm_cfg in st.plan.arms:
-                    self._run_arm(p, st, arm_cfg, seed, run, lambda record: None, resume)
+        for st, seed, arm_cfg in p.arms():
+            self._run_arm(p, st, arm_cfg, seed, run, lambda record: None, resume)
         return run.path
 
     def _build_kernels(self, p: Prepared) -> None:
@@ -277,16 +279,14 @@ class Runner:
     def _restore_records(self, run: RunDirectory, p: Prepared) -> list[dict[str, Any]]:
         """On resume, keep metrics.jsonl lines only up to each arm's saved state."""
         records: list[dict[str, Any]] = []
-        for st in p.stages:
-            for seed in p.seeds:
-                for arm_cfg in st.plan.arms:
-                    key = f"{st.plan.name}/{arm_cfg.arm}/seed{seed}"
-                    done = run.read_result(key)
-                    if done is not None:
-                        records += done.history
-                    elif (run.arm_dir(key) / "state.safetensors").exists():
-                        _, meta = checkpoint.load_tensors(run.arm_dir(key) / "state.safetensors")
-                        records += meta.get("history", [])
+        for st, seed, arm_cfg in p.arms():
+            key = f"{st.plan.name}/{arm_cfg.arm}/seed{seed}"
+            done = run.read_result(key)
+            if done is not None:
+                records += done.history
+            elif (run.arm_dir(key) / "state.safetensors").exists():
+                _, meta = checkpoint.load_tensors(run.arm_dir(key) / "state.safetensors")
+                records += meta.get("history", [])
         run.rewrite_records(records)
         return records
 

@@ -369,15 +369,15 @@ class CachedFeatures:
     ) -> tuple[FeatureCache, FeatureCache | None]:
         """(cache, lengths cache or None) of one split; on disk, rows that a sharded
         extraction left in shard caches come in first."""
+        dataset = getattr(self.data, split)
         open_args = dict(
-            num_samples=len(getattr(self.data, split)),
+            num_samples=len(dataset),
             storage=self.config.storage,
             root=self._root(),
             device=self._storage_device,
             kernels=self.config.kernels,
             shard=shard,
         )
-        dataset = getattr(self.data, split)
         key = self._key(split, dataset, views, self.spec.layout, self._pooling, self.config.dtype)
         cache = FeatureCache.open(key, row_dim=self._row_dim, **open_args)
         lengths = None
