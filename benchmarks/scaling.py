@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from benchmarks.machine import OtherLoad
 
 PIPELINE = Path(__file__).resolve().parent / "pipelines" / "scaling_bench.yaml"
@@ -87,6 +89,7 @@ def _run(
         "training_seconds": round(epoch_seconds, 3),
         "train_images": train_images,
         "epochs": epochs,
+        "batch_size": int(yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["batch_size"]),
         "fine_tune_accuracy": ft["test"]["metrics"].get("accuracy"),
         "trainable_parameters": _trainable_parameters(arms / "fine-tune" / "seed0" / "model.safetensors"),
         "wall_seconds": round(wall, 2),
@@ -135,7 +138,6 @@ def run_scaling_benchmark(
     overrides = list(QUICK_OVERRIDES) if quick else []
     if epochs:
         overrides.append(f"train.epochs={epochs}")
-    batch = 16 if quick else 32
     per_gpu = max(1, cores // 2)
     configs = _configs(cores) if not use_cuda else [("1 GPU", 1, per_gpu), ("2 GPUs", 2, per_gpu)]
     rows: list[dict[str, Any]] = []
@@ -164,30 +166,33 @@ def run_scaling_benchmark(
                     **outcome,
                 }
             )
+    ok = [r for r in rows if "error" not in r]
     result: dict[str, Any] = {
         "kind": "scaling",
         "device": "cuda" if use_cuda else "cpu",
         "cores": cores,
         "torch": torch.__version__,
         "quick": quick,
-        "batch_size": batch,
+        "batch_size": ok[0]["batch_size"] if ok else None,  # the runs' own train.batch_size
         "other_load": load.summary(),
         "rows": rows,
     }
-    ok = [r for r in rows if "error" not in r]
     single = next((r for r in ok if r["processes"] == 1), None)  # the first: 1 thread (CPU) or 1 GPU
     two = next((r for r in ok if r["processes"] == 2), None)
     if single and two:
+        batch = result["batch_size"]
         for r in ok:
             r["training_speedup"] = r["training_samples_per_s"] / single["training_samples_per_s"]
             r["extraction_speedup"] = r["extraction_images_per_s"] / single["extraction_images_per_s"]
-        step = {id(r): r["training_seconds"] / (math.ceil(r["train_images"] / batch) * r["epochs"]) for r in ok}
+        step1, step2 = (
+            r["training_seconds"] / (math.ceil(r["train_images"] / batch) * r["epochs"]) for r in (single, two)
+        )
         grad_bytes = 4 * int(two["trainable_parameters"])
         result["projection"] = {
             "gradient_bytes": grad_bytes,
-            "step_seconds_1": step[id(single)],
-            "step_seconds_2": step[id(two)],
-            **projection(step[id(single)], step[id(two)], batch, grad_bytes),
+            "step_seconds_1": step1,
+            "step_seconds_2": step2,
+            **projection(step1, step2, batch, grad_bytes),
         }
     return result
 
